@@ -1,0 +1,1 @@
+"""The storage engine: one shard on one disk. Synchronous; no asyncio, no network, no cluster knowledge."""

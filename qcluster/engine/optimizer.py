@@ -1,0 +1,315 @@
+"""Background optimization of shards: seal, index, vacuum, merge, checkpoint.
+
+Every task builds a new sealed segment from rows *live at the checkpoint seq
+S* of its sources, off the request path, writes it to disk, then swaps it in
+under the shard's locks, carrying over the tombstones that arrived during the
+build, and writes a new checkpoint. Persisted state therefore always equals
+the shard's state at S, and the WAL above S replays on top of it.
+
+- seal: the appendable segment is frozen (writes go to a fresh one) at
+  S = last seq; its rows become a sealed segment; the checkpoint moves to S
+  and the WAL before S is dropped.
+- index: a sealed segment without HNSW that has grown past the threshold
+  (e.g. after ``indexing_threshold`` was raised from 0) is rebuilt with one.
+- vacuum: a sealed segment whose deleted share passes ``deleted_threshold``
+  is rebuilt without its dead rows, so disk and memory are really freed.
+- merge: when there are more sealed segments than the target, the two
+  smallest are merged (fewer HNSW graphs to search per query).
+- checkpoint: with an empty appendable segment, tombstones are persisted and
+  the WAL truncated.
+
+One task at a time per shard (``optimizer_mutex``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, final
+
+import numpy as np
+
+from qcluster.engine import vector_index
+from qcluster.engine.checkpoint import Checkpoint, write_checkpoint
+from qcluster.engine.segment import NOT_DELETED, Segment
+from qcluster.engine.segment_files import write_segment
+from qcluster.engine.shard import SEGMENTS_DIR, LocalShard
+from qcluster.types import PayloadFieldSchema
+
+__all__ = ["Optimizer", "Task", "TaskKind", "plan_task", "run_task"]
+
+logger = logging.getLogger(__name__)
+
+_KILOBYTE: Final = 1024
+# Sealed segments kept before merging when default_segment_number is 0 (auto).
+_AUTO_SEGMENT_TARGET: Final = 4
+# Segment size cap for merges when max_segment_size is unset (kilobytes of vectors).
+_DEFAULT_MAX_SEGMENT_KB: Final = 400_000
+# WAL bytes since the checkpoint that force a seal even below indexing_threshold.
+_WAL_FLUSH_FACTOR: Final = 4
+
+
+class TaskKind(enum.StrEnum):
+    SEAL = "seal"
+    INDEX = "index"
+    VACUUM = "vacuum"
+    MERGE = "merge"
+    CHECKPOINT = "checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    kind: TaskKind
+    segment_ids: tuple[int, ...] = ()
+
+
+def _should_index(shard: LocalShard, vector_bytes: int) -> bool:
+    optimizers = shard.config.optimizers_config
+    if optimizers.indexing_threshold <= 0:
+        return False
+    return vector_bytes >= shard.config.hnsw_config.full_scan_threshold * _KILOBYTE
+
+
+def plan_task(shard: LocalShard) -> Task | None:
+    """The most useful task for this shard now, or None. Pure read of shard state."""
+    optimizers = shard.config.optimizers_config
+    with shard.state_lock.read():
+        appendable_kb = shard.appendable.vector_bytes() / _KILOBYTE
+        wal_limit = _WAL_FLUSH_FACTOR * shard.config.wal_config.wal_capacity_mb * 1024 * 1024
+        if shard.appendable.count and (
+            (0 < optimizers.indexing_threshold <= appendable_kb) or shard.wal.size_bytes() > wal_limit
+        ):
+            return Task(TaskKind.SEAL)
+        for segment in shard.sealed:
+            if not segment.hnsw and _should_index(shard, segment.vector_bytes()):
+                return Task(TaskKind.INDEX, (segment.segment_id,))
+        for segment in shard.sealed:
+            dead = segment.count - segment.live_count()
+            if segment.count >= optimizers.vacuum_min_vector_number and dead > optimizers.deleted_threshold * segment.count:
+                return Task(TaskKind.VACUUM, (segment.segment_id,))
+        merge = _plan_merge(shard)
+        if merge is not None:
+            return merge
+        if shard.appendable.count == 0 and shard.last_seq > shard.checkpoint_seq:
+            return Task(TaskKind.CHECKPOINT)
+    return None
+
+
+def _plan_merge(shard: LocalShard) -> Task | None:
+    optimizers = shard.config.optimizers_config
+    target = optimizers.default_segment_number or _AUTO_SEGMENT_TARGET
+    if len(shard.sealed) <= target:
+        return None
+    max_kb = optimizers.max_segment_size or _DEFAULT_MAX_SEGMENT_KB
+    smallest = sorted(shard.sealed, key=lambda segment: segment.vector_bytes())[:2]
+    if sum(segment.vector_bytes() for segment in smallest) / _KILOBYTE > max_kb:
+        return None
+    return Task(TaskKind.MERGE, tuple(segment.segment_id for segment in smallest))
+
+
+def run_task(shard: LocalShard, task: Task) -> None:
+    with shard.optimizer_mutex:
+        match task.kind:
+            case TaskKind.SEAL:
+                _seal(shard)
+            case TaskKind.INDEX | TaskKind.VACUUM | TaskKind.MERGE:
+                with shard.state_lock.read():
+                    sources = [segment for segment in shard.sealed if segment.segment_id in task.segment_ids]
+                    schemas = dict(shard.checkpoint_schemas)
+                if len(sources) == len(task.segment_ids):
+                    _replace(shard, sources, seq_no=shard.checkpoint_seq, wal_index=shard.checkpoint_wal_index, schemas=schemas)
+            case TaskKind.CHECKPOINT:
+                _checkpoint_only(shard)
+
+
+def _seal(shard: LocalShard) -> None:
+    with shard.write_mutex, shard.state_lock.write():
+        frozen = shard.appendable
+        if frozen.count == 0:
+            return
+        frozen.is_appendable = False
+        shard.sealed.append(frozen)
+        shard.appendable = shard.new_appendable()
+        seq_no = shard.last_seq
+        wal_index = shard.wal.next_index
+        schemas = dict(shard.field_schemas)
+    _replace(shard, [frozen], seq_no=seq_no, wal_index=wal_index, schemas=schemas)
+
+
+def _build(shard: LocalShard, sources: list[Segment], *, seq_no: int, segment_id: int, schemas: dict[str, PayloadFieldSchema]) -> tuple[Segment | None, list[np.ndarray]]:
+    """A sealed segment of the sources' rows live at ``seq_no``, plus each source's exported offsets."""
+    with shard.state_lock.read():
+        parts = [source.export_rows(source.rows_live_at(seq_no)) for source in sources]
+    exported = [part["source_offsets"] for part in parts]
+    if sum(len(part["ids"]) for part in parts) == 0:
+        return None, exported
+    segment = Segment(segment_id=segment_id, config=shard.config, field_schemas={}, is_appendable=False)
+    segment.assign_columns(
+        ids=[point_id for part in parts for point_id in part["ids"]],
+        payloads=[payload for part in parts for payload in part["payloads"]],
+        versions=np.concatenate([part["versions"] for part in parts]),
+        deleted_seq=np.concatenate([part["deleted_seq"] for part in parts]),
+        vectors={
+            name: (
+                np.concatenate([part["vectors"][name][0] for part in parts]),
+                np.concatenate([part["vectors"][name][1] for part in parts]),
+            )
+            for name in shard.config.vectors
+        },
+    )
+    for key, schema in schemas.items():
+        segment.ensure_field_index(key, schema)
+    if _should_index(shard, segment.vector_bytes()):
+        for name, params in shard.config.vectors.items():
+            hnsw = shard.config.hnsw_for(name)
+            segment.hnsw[name] = vector_index.build_hnsw(
+                distance=params.distance, matrix=segment.vectors[name].matrix, m=hnsw.m, ef_construct=hnsw.ef_construct
+            )
+    return segment, exported
+
+
+def _replace(shard: LocalShard, sources: list[Segment], *, seq_no: int, wal_index: int, schemas: dict[str, PayloadFieldSchema]) -> None:
+    """Build a segment from ``sources``, swap it in, and checkpoint at ``seq_no``."""
+    with shard.state_lock.write():
+        segment_id = shard.next_segment_id
+        shard.next_segment_id += 1
+    started = time.monotonic()
+    built, exported = _build(shard, sources, seq_no=seq_no, segment_id=segment_id, schemas=schemas)
+    if built is not None:
+        write_segment(built, shard.directory / SEGMENTS_DIR / str(segment_id))
+    with shard.write_mutex, shard.state_lock.write():
+        if built is not None:
+            _carry_tombstones(built, sources, exported)
+            _sync_field_indexes(built, shard.field_schemas)
+        position = shard.sealed.index(sources[0])
+        remaining = [segment for segment in shard.sealed if segment not in sources]
+        if built is not None:
+            remaining.insert(position, built)
+        shard.sealed = remaining
+        _write_checkpoint(shard, seq_no=seq_no, wal_index=wal_index, schemas=schemas)
+        shard.wal.truncate_before(wal_index)
+    for source in sources:
+        shutil.rmtree(shard.directory / SEGMENTS_DIR / str(source.segment_id), ignore_errors=True)
+    logger.info(
+        "shard %s: built segment %d (%d rows) from %s in %.2fs",
+        shard.directory, segment_id, built.count if built else 0, [s.segment_id for s in sources], time.monotonic() - started,
+    )
+
+
+def _carry_tombstones(built: Segment, sources: list[Segment], exported: list[np.ndarray]) -> None:
+    """Apply to ``built`` the deletes its sources received during the build."""
+    start = 0
+    for source, offsets in zip(sources, exported, strict=True):
+        now = source.deleted_seq[offsets]
+        then = built.deleted_seq[start : start + offsets.shape[0]]
+        for row in np.flatnonzero(now != then):
+            assert then[row] == NOT_DELETED, "a tombstone never changes once set"
+            built.tombstone(start + int(row), int(now[row]))
+        start += offsets.shape[0]
+    assert start == built.count
+
+
+def _sync_field_indexes(built: Segment, current: dict[str, PayloadFieldSchema]) -> None:
+    for key in list(built.field_indexes):
+        if key not in current:
+            built.drop_field_index(key)
+    for key, schema in current.items():
+        index = built.field_indexes.get(key)
+        if index is None or index.schema != schema:
+            built.ensure_field_index(key, schema)
+
+
+def _write_checkpoint(shard: LocalShard, *, seq_no: int, wal_index: int, schemas: dict[str, PayloadFieldSchema]) -> None:
+    """Persist sealed segments and their tombstones as of ``seq_no``. Caller holds the locks."""
+    tombstones = {}
+    for segment in shard.sealed:
+        column = segment.deleted_seq[: segment.count]
+        tombstones[segment.segment_id] = np.where(column <= seq_no, column, NOT_DELETED)
+    write_checkpoint(
+        shard.directory,
+        Checkpoint(
+            seq_no=seq_no,
+            wal_index=wal_index,
+            segment_ids=tuple(segment.segment_id for segment in shard.sealed),
+            next_segment_id=shard.next_segment_id,
+            field_schemas=schemas,
+            tombstones=tombstones,
+        ),
+    )
+    shard.checkpoint_seq = seq_no
+    shard.checkpoint_wal_index = wal_index
+    shard.checkpoint_schemas = dict(schemas)
+
+
+def _checkpoint_only(shard: LocalShard) -> None:
+    with shard.write_mutex, shard.state_lock.write():
+        if shard.appendable.count != 0 or shard.last_seq == shard.checkpoint_seq:
+            return
+        wal_index = shard.wal.next_index
+        _write_checkpoint(shard, seq_no=shard.last_seq, wal_index=wal_index, schemas=dict(shard.field_schemas))
+        shard.wal.truncate_before(wal_index)
+
+
+@final
+class Optimizer:
+    """One background thread that keeps every shard optimized, one task at a time.
+
+    The loop runs until ``stop``; it sleeps ``poll_interval_s`` when no shard
+    needs work, or until ``wake`` is called after a write.
+    """
+
+    def __init__(self, shards: Callable[[], list[LocalShard]], *, poll_interval_s: float) -> None:
+        assert poll_interval_s > 0
+        self._shards = shards
+        self._poll_interval_s = poll_interval_s
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="qcluster-optimizer", daemon=True)
+        self.running: set[int] = set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, *, timeout_s: float) -> None:
+        self._stopped.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():  # runs until stop(): a service loop
+            did_work = False
+            for shard in self._shards():
+                if self._stopped.is_set():
+                    return
+                did_work |= self._step(shard)
+            if not did_work:
+                self._wake.wait(self._poll_interval_s)
+                self._wake.clear()
+
+    def _step(self, shard: LocalShard) -> bool:
+        if shard.is_closed:
+            return False
+        task = plan_task(shard)
+        if task is None:
+            return False
+        self.running.add(id(shard))
+        try:
+            run_task(shard, task)
+        except OSError:
+            logger.exception("optimization %s of shard %s failed; will retry", task.kind, shard.directory)
+            shard.optimizer_error = True
+            self._stopped.wait(self._poll_interval_s)
+            return False
+        finally:
+            self.running.discard(id(shard))
+        shard.optimizer_error = False
+        return True

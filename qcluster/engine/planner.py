@@ -1,0 +1,122 @@
+"""Per segment and query: exact scan of candidates, filtered HNSW, or plain HNSW.
+
+The filter is evaluated to an exact boolean mask from the payload indexes
+(unindexed conditions fall back to reading payloads), so the planner knows
+the true number of candidates rather than an estimate:
+
+- no HNSW index on the segment (appendable or small), or ``exact``: score
+  every candidate exactly;
+- a filter leaves fewer candidates than ``full_scan_threshold`` (kilobytes of
+  vectors, Qdrant's unit): score them exactly — this is both faster and exact;
+- otherwise HNSW with the candidate mask as an ID selector. A selective mask
+  raises ``ef`` in proportion to the share it removes, so filtered recall
+  stays that of unfiltered search.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from qcluster.engine import vector_index
+from qcluster.engine.filters import Filter
+from qcluster.engine.payload_index import evaluate_filter
+from qcluster.engine.segment import Segment
+from qcluster.limits import HNSW_EF_MAX
+from qcluster.types import Distance, HnswConfig, SearchParams
+
+__all__ = ["Plan", "SegmentHits", "choose_plan", "search_segment"]
+
+_KILOBYTE: Final = 1024
+# A filtered HNSW search multiplies ef by (rows / candidates), at most this much;
+# below full_scan_threshold the exact path is cheaper than a larger boost.
+_FILTERED_EF_BOOST_MAX: Final = 4.0
+
+
+class Plan(enum.StrEnum):
+    SKIP = "skip"  # nothing to search (no candidates, or indexed_only on a large plain segment)
+    EXACT = "exact"
+    HNSW = "hnsw"
+    HNSW_FILTERED = "hnsw_filtered"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHits:
+    keys: np.ndarray  # rank keys, higher is better, best first
+    offsets: np.ndarray  # row offsets in the segment
+
+
+def _full_scan_rows(hnsw: HnswConfig, dim: int) -> int:
+    return max(1, hnsw.full_scan_threshold * _KILOBYTE // (dim * 4))
+
+
+def choose_plan(
+    *, segment: Segment, name: str, candidates: int, is_filtered: bool, params: SearchParams, hnsw: HnswConfig
+) -> Plan:
+    """Pure decision, from the candidate count; see the module docstring."""
+    assert candidates >= 0
+    if candidates == 0:
+        return Plan.SKIP
+    full_scan_rows = _full_scan_rows(hnsw, segment.vectors[name].dim)
+    if name not in segment.hnsw:
+        if params.indexed_only and segment.count > full_scan_rows and not params.exact:
+            return Plan.SKIP
+        return Plan.EXACT
+    if params.exact:
+        return Plan.EXACT
+    if is_filtered and candidates < full_scan_rows:
+        return Plan.EXACT
+    if candidates < segment.count:
+        return Plan.HNSW_FILTERED
+    return Plan.HNSW
+
+
+def search_segment(
+    *,
+    segment: Segment,
+    name: str,
+    distance: Distance,
+    queries: np.ndarray,
+    k: int,
+    filter: Filter | None,
+    params: SearchParams,
+    hnsw: HnswConfig,
+) -> list[SegmentHits]:
+    """Top-k rows of one segment for each query (queries already normalised for Cosine)."""
+    assert queries.ndim == 2 and k > 0
+    allowed = segment.searchable_mask(name)
+    if filter is not None:
+        allowed = allowed & evaluate_filter(filter, segment)
+    candidates = int(np.count_nonzero(allowed))
+    plan = choose_plan(
+        segment=segment, name=name, candidates=candidates, is_filtered=filter is not None, params=params, hnsw=hnsw
+    )
+    match plan:
+        case Plan.SKIP:
+            empty = SegmentHits(keys=np.empty((0,), np.float32), offsets=np.empty((0,), np.int64))
+            return [empty] * queries.shape[0]
+        case Plan.EXACT:
+            found = vector_index.exact_top_k(
+                distance=distance,
+                matrix=segment.vectors[name].matrix,
+                candidates=np.flatnonzero(allowed),
+                queries=queries,
+                k=k,
+            )
+        case Plan.HNSW | Plan.HNSW_FILTERED:
+            ef = params.hnsw_ef if params.hnsw_ef is not None else hnsw.ef_construct
+            if plan == Plan.HNSW_FILTERED:
+                boost = min(_FILTERED_EF_BOOST_MAX, segment.count / candidates)
+                ef = min(HNSW_EF_MAX, int(ef * boost))
+            found = vector_index.hnsw_top_k(
+                distance=distance,
+                index=segment.hnsw[name],
+                queries=queries,
+                k=k,
+                ef=ef,
+                allowed=None if plan == Plan.HNSW else allowed,
+            )
+    return [SegmentHits(keys=keys, offsets=offsets) for keys, offsets in found]

@@ -1,0 +1,285 @@
+"""Segments: the units a shard stores points in.
+
+A segment holds rows at offsets 0..count-1: a point id, its version (the
+seq_no of the operation that wrote it), its payload, one row per named vector
+(with a presence bit) and a tombstone. Rows are only ever appended; an
+updated point gets a new row (in the appendable segment) and its old row is
+tombstoned. So vectors, payloads and payload indexes never change in place,
+and a sealed segment is immutable apart from its tombstones.
+
+Tombstones record the seq_no of the deleting operation (``NOT_DELETED`` for a
+live row). A checkpoint at seq S persists ``deleted_seq <= S`` only, so the
+persisted state equals the state at S exactly and the WAL above S replays on
+top of it deterministically.
+
+Threading: a segment is guarded by its shard's lock; it has none of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final, final
+
+import numpy as np
+
+from qcluster.engine.payload_index import FieldIndex
+from qcluster.types import CollectionConfig, PayloadFieldSchema, PayloadSchemaType, PointId
+
+__all__ = ["NOT_DELETED", "Segment", "VectorColumn"]
+
+NOT_DELETED: Final = np.iinfo(np.int64).max
+_INITIAL_CAPACITY: Final = 256
+
+
+def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
+    """A copy of ``array`` with room for ``capacity`` leading rows."""
+    shape = (capacity, *array.shape[1:])
+    grown = np.zeros(shape, dtype=array.dtype)
+    grown[: array.shape[0]] = array
+    return grown
+
+
+@final
+class VectorColumn:
+    """The rows of one named vector in one segment."""
+
+    def __init__(self, *, dim: int, matrix: np.ndarray, present: np.ndarray) -> None:
+        assert matrix.ndim == 2 and matrix.shape[1] == dim
+        assert present.shape[0] == matrix.shape[0]
+        self.dim = dim
+        self.matrix = matrix  # capacity rows; only the first ``count`` are meaningful
+        self.present = present
+
+    @classmethod
+    def empty(cls, dim: int) -> VectorColumn:
+        return cls(
+            dim=dim,
+            matrix=np.zeros((_INITIAL_CAPACITY, dim), dtype=np.float32),
+            present=np.zeros((_INITIAL_CAPACITY,), dtype=bool),
+        )
+
+    def reserve(self, capacity: int) -> None:
+        if capacity > self.matrix.shape[0]:
+            self.matrix = _grown(self.matrix, capacity)
+            self.present = _grown(self.present, capacity)
+
+
+@final
+class Segment:
+    """Rows of points; appendable (RAM, searched exactly) or sealed (files, maybe HNSW)."""
+
+    def __init__(
+        self,
+        *,
+        segment_id: int,
+        config: CollectionConfig,
+        field_schemas: dict[str, PayloadFieldSchema],
+        is_appendable: bool,
+    ) -> None:
+        self.segment_id = segment_id
+        self.config = config
+        self.is_appendable = is_appendable
+        self.count = 0
+        self.ids: list[PointId] = []
+        # Live rows only: id -> offset.
+        self.offsets: dict[PointId, int] = {}
+        self.payloads: list[dict[str, Any] | None] = []
+        self.versions = np.zeros((_INITIAL_CAPACITY,), dtype=np.int64)
+        self.deleted_seq = np.full((_INITIAL_CAPACITY,), NOT_DELETED, dtype=np.int64)
+        self.live = np.zeros((_INITIAL_CAPACITY,), dtype=bool)
+        self.vectors = {name: VectorColumn.empty(params.size) for name, params in config.vectors.items()}
+        self.field_indexes: dict[str, FieldIndex] = {
+            key: FieldIndex(key, schema) for key, schema in field_schemas.items()
+        }
+        # name -> FAISS index over all rows (labels are offsets); sealed only.
+        self.hnsw: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- writing
+
+    def _reserve(self, capacity: int) -> None:
+        if capacity <= self.versions.shape[0]:
+            return
+        new_capacity = max(capacity, 2 * self.versions.shape[0])
+        self.versions = _grown(self.versions, new_capacity)
+        grown_deleted = np.full((new_capacity,), NOT_DELETED, dtype=np.int64)
+        grown_deleted[: self.count] = self.deleted_seq[: self.count]
+        self.deleted_seq = grown_deleted
+        self.live = _grown(self.live, new_capacity)
+        for column in self.vectors.values():
+            column.reserve(new_capacity)
+
+    def append_rows(
+        self,
+        *,
+        ids: list[PointId],
+        vectors: dict[str, tuple[np.ndarray, np.ndarray]],
+        payloads: list[dict[str, Any] | None],
+        versions: np.ndarray,
+        deleted_seq: np.ndarray | None = None,
+    ) -> None:
+        """Append rows. ``vectors[name]`` is (matrix, present mask) for these rows.
+
+        No appended id may be live in this segment already: the shard
+        tombstones the old row first.
+        """
+        added = len(ids)
+        assert len(payloads) == added and versions.shape == (added,)
+        assert set(vectors) <= set(self.vectors)
+        start = self.count
+        self._reserve(start + added)
+        end = start + added
+        for name, column in self.vectors.items():
+            if name in vectors:
+                matrix, present = vectors[name]
+                assert matrix.shape == (added, column.dim)
+                column.matrix[start:end] = matrix
+                column.present[start:end] = present
+            else:
+                column.present[start:end] = False
+        self.versions[start:end] = versions
+        if deleted_seq is None:
+            self.deleted_seq[start:end] = NOT_DELETED
+        else:
+            self.deleted_seq[start:end] = deleted_seq
+        self.live[start:end] = self.deleted_seq[start:end] == NOT_DELETED
+        for offset, point_id in enumerate(ids, start):
+            if self.live[offset]:
+                assert point_id not in self.offsets, f"point {point_id} is already live in this segment"
+                self.offsets[point_id] = offset
+        self.ids.extend(ids)
+        self.payloads.extend(payloads)
+        for index in self.field_indexes.values():
+            index.add_many(start, payloads)
+        self.count = end
+        assert len(self.ids) == self.count and len(self.payloads) == self.count
+
+    def assign_columns(
+        self,
+        *,
+        ids: list[PointId],
+        payloads: list[dict[str, Any] | None],
+        versions: np.ndarray,
+        vectors: dict[str, tuple[np.ndarray, np.ndarray]],
+        deleted_seq: np.ndarray | None = None,
+    ) -> None:
+        """Take complete columns as they are (no copy), for a sealed segment.
+
+        Used when loading from disk (the matrices may be memory-mapped) and when
+        the optimizer builds a segment. Field indexes are built afterwards with
+        ``ensure_field_index``.
+        """
+        assert self.count == 0 and not self.is_appendable
+        count = len(ids)
+        assert len(payloads) == count and versions.shape == (count,)
+        self.ids = ids
+        self.payloads = payloads
+        self.versions = versions
+        if deleted_seq is None:
+            deleted_seq = np.full((count,), NOT_DELETED, dtype=np.int64)
+        assert deleted_seq.shape == (count,)
+        self.deleted_seq = deleted_seq
+        self.live = deleted_seq == NOT_DELETED
+        for name, column in self.vectors.items():
+            if name in vectors:
+                column.matrix, column.present = vectors[name]
+            else:
+                column.matrix = np.zeros((count, column.dim), dtype=np.float32)
+                column.present = np.zeros((count,), dtype=bool)
+            assert column.matrix.shape == (count, column.dim)
+        self.offsets = {point_id: offset for offset, point_id in enumerate(ids) if self.live[offset]}
+        assert len(self.offsets) == int(self.live.sum()), "a point is live twice in one segment"
+        self.count = count
+
+    def tombstone(self, offset: int, seq_no: int) -> None:
+        assert 0 <= offset < self.count
+        assert self.live[offset], "tombstoning a dead row"
+        self.deleted_seq[offset] = seq_no
+        self.live[offset] = False
+        removed = self.offsets.pop(self.ids[offset])
+        assert removed == offset
+
+    # ----------------------------------------------------------------- reading
+
+    def live_mask(self) -> np.ndarray:
+        return self.live[: self.count]
+
+    def live_count(self) -> int:
+        return len(self.offsets)
+
+    def vector(self, offset: int, name: str) -> np.ndarray | None:
+        column = self.vectors[name]
+        if not column.present[offset]:
+            return None
+        return column.matrix[offset]
+
+    def row_vectors(self, offset: int) -> dict[str, np.ndarray]:
+        """Every present vector of one row, by name (copies)."""
+        result = {}
+        for name, column in self.vectors.items():
+            if column.present[offset]:
+                result[name] = column.matrix[offset].copy()
+        return result
+
+    def searchable_mask(self, name: str) -> np.ndarray:
+        """Live rows that carry vector ``name``."""
+        return self.live[: self.count] & self.vectors[name].present[: self.count]
+
+    def vector_bytes(self) -> int:
+        return sum(self.count * column.dim * 4 for column in self.vectors.values())
+
+    def indexed_count(self) -> int:
+        """Live rows reachable through an HNSW index (counted once per point)."""
+        if not self.hnsw:
+            return 0
+        return self.live_count()
+
+    # ------------------------------------------------ SegmentView for filtering
+
+    def payload(self, offset: int) -> dict[str, Any] | None:
+        return self.payloads[offset]
+
+    def point_id(self, offset: int) -> PointId:
+        return self.ids[offset]
+
+    def offset_of(self, point_id: PointId) -> int | None:
+        return self.offsets.get(point_id)
+
+    def field_index(self, key: str) -> FieldIndex | None:
+        return self.field_indexes.get(key)
+
+    def text_index_keys(self) -> frozenset[str]:
+        return frozenset(
+            key for key, index in self.field_indexes.items() if index.schema.type == PayloadSchemaType.TEXT
+        )
+
+    # ----------------------------------------------------------- field indexes
+
+    def ensure_field_index(self, key: str, schema: PayloadFieldSchema) -> None:
+        """(Re)build the index on ``key`` from every row's payload."""
+        index = FieldIndex(key, schema)
+        index.add_many(0, self.payloads)
+        self.field_indexes[key] = index
+
+    def drop_field_index(self, key: str) -> None:
+        self.field_indexes.pop(key, None)
+
+    # ------------------------------------------------------------ row export
+
+    def rows_live_at(self, seq_no: int) -> np.ndarray:
+        """Offsets of rows that were live at ``seq_no`` (they may have died since)."""
+        return np.flatnonzero(self.deleted_seq[: self.count] > seq_no)
+
+    def export_rows(self, offsets: Iterable[int]) -> dict[str, Any]:
+        """Columns of the given rows, for building another segment from them."""
+        chosen = np.fromiter(offsets, dtype=np.int64)
+        return {
+            "ids": [self.ids[offset] for offset in chosen],
+            "payloads": [self.payloads[offset] for offset in chosen],
+            "versions": self.versions[chosen].copy(),
+            "deleted_seq": self.deleted_seq[chosen].copy(),
+            "vectors": {
+                name: (column.matrix[chosen].copy(), column.present[chosen].copy())
+                for name, column in self.vectors.items()
+            },
+            "source_offsets": chosen,
+        }

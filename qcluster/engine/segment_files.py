@@ -1,0 +1,146 @@
+"""On-disk form of a sealed segment: immutable files plus a checksum manifest.
+
+::
+
+    <segment dir>/
+      meta.json          format, id, row count, vector columns, crc32 of every other file
+      ids.msgpack        point ids by offset
+      payloads.msgpack   payloads by offset
+      versions.npy       int64 versions by offset
+      vectors-<i>.npy    float32 rows of vector column i   (memory-mapped when on_disk)
+      present-<i>.npy    bool presence of vector column i
+      hnsw-<i>.faiss     FAISS HNSW index of column i, when built
+
+A segment is written into ``<dir>.tmp``, every file fsynced, then renamed into
+place, so a crash leaves either no segment or a whole one. Tombstones are not
+part of a segment: the shard's checkpoint holds them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import zlib
+from pathlib import Path
+from typing import Any, Final
+
+import msgpack
+import numpy as np
+
+from qcluster.engine import vector_index
+from qcluster.engine.segment import Segment
+from qcluster.engine.wal import fsync_directory
+from qcluster.errors import DataCorruption
+from qcluster.types import CollectionConfig, PayloadFieldSchema
+
+__all__ = ["read_segment", "write_segment"]
+
+_FORMAT: Final = 1
+
+
+def _write_file(path: Path, data: bytes, checksums: dict[str, int]) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    checksums[path.name] = zlib.crc32(data)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_segment(segment: Segment, directory: Path) -> None:
+    """Persist a sealed segment atomically at ``directory``."""
+    assert not segment.is_appendable
+    assert not directory.exists(), f"segment directory {directory} already exists"
+    temporary = directory.with_name(directory.name + ".tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir(parents=True)
+    count = segment.count
+    checksums: dict[str, int] = {}
+    _write_file(temporary / "ids.msgpack", msgpack.packb(segment.ids[:count], use_bin_type=True), checksums)
+    _write_file(
+        temporary / "payloads.msgpack", msgpack.packb(segment.payloads[:count], use_bin_type=True), checksums
+    )
+    _write_file(temporary / "versions.npy", _npy_bytes(segment.versions[:count]), checksums)
+    columns: dict[str, Any] = {}
+    for position, (name, column) in enumerate(sorted(segment.vectors.items())):
+        _write_file(temporary / f"vectors-{position}.npy", _npy_bytes(column.matrix[:count]), checksums)
+        _write_file(temporary / f"present-{position}.npy", _npy_bytes(column.present[:count]), checksums)
+        has_hnsw = name in segment.hnsw
+        if has_hnsw:
+            path = temporary / f"hnsw-{position}.faiss"
+            vector_index.write_index(segment.hnsw[name], path)
+            checksums[path.name] = zlib.crc32(path.read_bytes())
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        columns[name] = {"position": position, "dim": column.dim, "has_hnsw": has_hnsw}
+    meta = {"format": _FORMAT, "segment_id": segment.segment_id, "count": count, "columns": columns}
+    meta["checksums"] = checksums
+    _write_file(temporary / "meta.json", json.dumps(meta, sort_keys=True).encode(), {})
+    fsync_directory(temporary)
+    temporary.rename(directory)
+    fsync_directory(directory.parent)
+
+
+def _read_checked(path: Path, checksums: dict[str, int]) -> bytes:
+    data = path.read_bytes()
+    expected = checksums.get(path.name)
+    if expected is None or zlib.crc32(data) != expected:
+        raise DataCorruption(f"segment file {path} failed its checksum")
+    return data
+
+
+def _read_npy(path: Path, checksums: dict[str, int], *, mmap: bool) -> np.ndarray:
+    data = _read_checked(path, checksums)
+    if mmap:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def read_segment(
+    directory: Path, *, config: CollectionConfig, field_schemas: dict[str, PayloadFieldSchema]
+) -> Segment:
+    """Load a sealed segment; rows start live (the checkpoint applies tombstones)."""
+    try:
+        meta = json.loads((directory / "meta.json").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DataCorruption(f"segment {directory} has no readable meta.json") from exc
+    if meta.get("format") != _FORMAT:
+        raise DataCorruption(f"segment {directory} has unknown format {meta.get('format')!r}")
+    checksums = meta["checksums"]
+    ids = msgpack.unpackb(_read_checked(directory / "ids.msgpack", checksums), raw=False)
+    payloads = msgpack.unpackb(
+        _read_checked(directory / "payloads.msgpack", checksums), raw=False, strict_map_key=False
+    )
+    versions = _read_npy(directory / "versions.npy", checksums, mmap=False)
+    count = int(meta["count"])
+    if not (len(ids) == len(payloads) == versions.shape[0] == count):
+        raise DataCorruption(f"segment {directory}: column lengths disagree")
+    segment = Segment(segment_id=int(meta["segment_id"]), config=config, field_schemas={}, is_appendable=False)
+    vectors = {}
+    indexes = {}
+    for name, column in meta["columns"].items():
+        if name not in config.vectors:
+            continue  # the vector was removed from the collection config
+        position = column["position"]
+        on_disk = config.vectors[name].on_disk
+        matrix = _read_npy(directory / f"vectors-{position}.npy", checksums, mmap=on_disk)
+        present = _read_npy(directory / f"present-{position}.npy", checksums, mmap=False)
+        vectors[name] = (np.asarray(matrix, dtype=np.float32), present)
+        if column["has_hnsw"]:
+            path = directory / f"hnsw-{position}.faiss"
+            _read_checked(path, checksums)
+            indexes[name] = vector_index.read_index(path, mmap=on_disk)
+    segment.assign_columns(ids=list(ids), payloads=list(payloads), versions=versions, vectors=vectors)
+    segment.hnsw = indexes
+    for key, schema in field_schemas.items():
+        segment.ensure_field_index(key, schema)
+    assert segment.count == count
+    return segment

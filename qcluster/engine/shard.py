@@ -1,0 +1,401 @@
+"""LocalShard: one shard on one disk — WAL, segments, recovery, apply, search.
+
+Write path (``apply``): under the write mutex, validate the operation against
+the configuration and the current state, append it to the WAL with its
+seq_no, fsync, then apply it to the segments under the state lock. Nothing is
+written for an operation that fails validation, and the caller is answered
+only after the fsync.
+
+Read path: under the state lock's read side, so a reader sees either all or
+none of an operation. FAISS releases the GIL, so readers run in parallel.
+
+Recovery (``open``): load the checkpoint's sealed segments and tombstones,
+then replay the WAL records above the checkpoint seq into a new appendable
+segment. Sealed segments are never replayed.
+
+Threading: every public method is thread-safe. Lock order: write mutex, then
+state lock. The optimizer (``qcluster.engine.optimizer``) takes the same locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, final
+
+import numpy as np
+
+from qcluster.engine import checkpoint as checkpoint_io
+from qcluster.engine import payload_ops, reads
+from qcluster.engine._rwlock import RwLock
+from qcluster.engine.filter_cache import parsed_filter
+from qcluster.engine.payload_index import evaluate_filter
+from qcluster.engine.segment import NOT_DELETED, Segment
+from qcluster.engine.segment_files import read_segment
+from qcluster.engine.validation import prepare_points
+from qcluster.engine.wal import Wal
+from qcluster.errors import DataCorruption, NotFound
+from qcluster.operations import (
+    ClearPayload,
+    CreateFieldIndex,
+    DeleteFieldIndex,
+    DeletePayload,
+    DeletePoints,
+    DeleteVectors,
+    Operation,
+    OverwritePayload,
+    PointsBatch,
+    PointSelector,
+    SetPayload,
+    UpdateVectors,
+    UpsertPoints,
+    decode_operation,
+    encode_operation,
+)
+from qcluster.types import (
+    CollectionConfig,
+    OrderBy,
+    PayloadFieldSchema,
+    PayloadSelector,
+    PointId,
+    QueryRequest,
+    Record,
+    ScoredPoint,
+)
+
+__all__ = ["LocalShard", "ShardStats"]
+
+logger = logging.getLogger(__name__)
+
+SEGMENTS_DIR: Final = "segments"
+WAL_DIR: Final = "wal"
+
+
+Row = tuple[PointId, dict[str, Any] | None, dict[str, np.ndarray]]
+
+
+@final
+class LocalShard:
+    """A shard's durable state and the operations on it."""
+
+    def __init__(self, directory: Path, config: CollectionConfig) -> None:
+        """Open (or create) the shard at ``directory`` and recover it; see ``open``."""
+        self.directory = directory
+        self.config = config
+        self.write_mutex = threading.Lock()
+        self.state_lock = RwLock()
+        # Held by the optimizer for a whole task: one task at a time per shard.
+        self.optimizer_mutex = threading.Lock()
+        self.optimizer_error = False
+        self.is_closed = False
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / SEGMENTS_DIR).mkdir(exist_ok=True)
+        stored = checkpoint_io.read_checkpoint(directory)
+        self.field_schemas: dict[str, PayloadFieldSchema] = dict(stored.field_schemas) if stored else {}
+        # Field schemas as of checkpoint_seq (the live ones may be newer).
+        self.checkpoint_schemas = dict(self.field_schemas)
+        self.checkpoint_seq = stored.seq_no if stored else 0
+        self.checkpoint_wal_index = stored.wal_index if stored else 1
+        self.next_segment_id = stored.next_segment_id if stored else 1
+        # Oldest first; every one is sealed (not appendable).
+        self.sealed: list[Segment] = self._load_segments(stored)
+        self.appendable = self.new_appendable()
+        self.wal = Wal(directory / WAL_DIR, file_size_max_bytes=config.wal_config.wal_capacity_mb * 1024 * 1024)
+        self.last_seq = self.checkpoint_seq
+        self._replay()
+
+    @classmethod
+    def open(cls, directory: Path, config: CollectionConfig) -> LocalShard:
+        return cls(directory, config)
+
+    # ---------------------------------------------------------------- recovery
+
+    def new_appendable(self) -> Segment:
+        segment = Segment(
+            segment_id=self.next_segment_id, config=self.config, field_schemas=self.field_schemas, is_appendable=True
+        )
+        self.next_segment_id += 1
+        return segment
+
+    def _load_segments(self, stored: checkpoint_io.Checkpoint | None) -> list[Segment]:
+        root = self.directory / SEGMENTS_DIR
+        wanted = set(stored.segment_ids) if stored else set()
+        for path in root.iterdir():
+            if not path.name.isdigit() or int(path.name) not in wanted:
+                logger.info("removing unreferenced segment directory %s", path)
+                shutil.rmtree(path)
+        segments = []
+        for segment_id in stored.segment_ids if stored else ():
+            segment = read_segment(root / str(segment_id), config=self.config, field_schemas=self.field_schemas)
+            deleted_seq = stored.tombstones[segment_id]
+            if deleted_seq.shape != (segment.count,):
+                raise DataCorruption(f"segment {segment_id}: tombstones do not match its rows")
+            for offset in np.flatnonzero(deleted_seq != NOT_DELETED):
+                segment.tombstone(int(offset), int(deleted_seq[offset]))
+            segments.append(segment)
+        return segments
+
+    def _replay(self) -> None:
+        replayed = 0
+        for record in self.wal.read_all():
+            seq_no, operation = decode_operation(record)
+            if seq_no <= self.last_seq:
+                continue
+            if seq_no != self.last_seq + 1:
+                raise DataCorruption(f"WAL jumps from seq {self.last_seq} to {seq_no}")
+            self._apply_locked(operation, seq_no)
+            self.last_seq = seq_no
+            replayed += 1
+        logger.info(
+            "shard %s recovered: checkpoint seq %d, %d WAL records replayed, %d sealed segments",
+            self.directory, self.checkpoint_seq, replayed, len(self.sealed),
+        )
+
+    def close(self) -> None:
+        """Stop accepting work and close the WAL. Waits for a running optimization."""
+        with self.optimizer_mutex, self.write_mutex, self.state_lock.write():
+            self.is_closed = True
+            self.wal.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, operation: Operation, *, seq_no: int | None = None) -> int:
+        """Validate, log durably, then apply. Returns the operation's seq_no.
+
+        ``seq_no`` is given by a primary to its replicas; a shard that leads
+        its own sequence passes None. Raises InvalidRequest / NotFound before
+        writing anything.
+        """
+        with self.write_mutex:
+            with self.state_lock.read():
+                operation = self._prepare(operation)
+            assigned = self.last_seq + 1 if seq_no is None else seq_no
+            assert assigned > self.last_seq, "seq numbers must increase"
+            self.wal.append(encode_operation(operation, seq_no=assigned))
+            self.wal.sync()
+            with self.state_lock.write():
+                self._apply_locked(operation, assigned)
+                self.last_seq = assigned
+            return assigned
+
+    def _prepare(self, operation: Operation) -> Operation:
+        """Validation against config and state; returns the operation as logged."""
+        match operation:
+            case UpsertPoints(points=points):
+                return UpsertPoints(points=prepare_points(points, config=self.config, is_upsert=True))
+            case UpdateVectors(points=points):
+                self._require_points(points.ids)
+                return UpdateVectors(points=prepare_points(points, config=self.config, is_upsert=False))
+            case SetPayload(selector=selector) | OverwritePayload(selector=selector) | DeletePayload(
+                selector=selector
+            ) | ClearPayload(selector=selector):
+                if selector.ids is not None:
+                    self._require_points(selector.ids)
+                return operation
+            case DeleteVectors(selector=selector, names=names):
+                for name in names:
+                    self.config.vector_params(name, path="vector")
+                if selector.ids is not None:
+                    self._require_points(selector.ids)
+                return operation
+            case DeletePoints() | CreateFieldIndex() | DeleteFieldIndex():
+                return operation
+
+    def _require_points(self, ids: tuple[PointId, ...]) -> None:
+        for point_id in ids:
+            if self.locate(point_id) is None:
+                raise NotFound(f"No point with id {point_id} found")
+
+    def _apply_locked(self, operation: Operation, seq_no: int) -> None:
+        match operation:
+            case UpsertPoints(points=points):
+                self._upsert(points, seq_no)
+            case DeletePoints(selector=selector):
+                for segment, offset in self.select(selector):
+                    segment.tombstone(offset, seq_no)
+            case SetPayload(selector=selector, payload=payload, key=key):
+                self._rewrite(
+                    selector, seq_no, payload=lambda old: payload_ops.set_payload(old, payload, key=key)
+                )
+            case OverwritePayload(selector=selector, payload=payload):
+                self._rewrite(selector, seq_no, payload=lambda old: dict(payload))
+            case DeletePayload(selector=selector, keys=keys):
+                self._rewrite(selector, seq_no, payload=lambda old: payload_ops.delete_keys(old, keys))
+            case ClearPayload(selector=selector):
+                self._rewrite(selector, seq_no, payload=lambda old: {})
+            case UpdateVectors(points=points):
+                self._update_vectors(points, seq_no)
+            case DeleteVectors(selector=selector, names=names):
+                self._rewrite(
+                    selector, seq_no, vectors=lambda old: {k: v for k, v in old.items() if k not in names}
+                )
+            case CreateFieldIndex(field_name=field_name, schema=schema):
+                self.field_schemas[field_name] = schema
+                for segment in self.segments():
+                    segment.ensure_field_index(field_name, schema)
+            case DeleteFieldIndex(field_name=field_name):
+                self.field_schemas.pop(field_name, None)
+                for segment in self.segments():
+                    segment.drop_field_index(field_name)
+
+    def _upsert(self, points: PointsBatch, seq_no: int) -> None:
+        for point_id in points.ids:
+            found = self.locate(point_id)
+            if found is not None:
+                found[0].tombstone(found[1], seq_no)
+        count = len(points.ids)
+        vectors = {}
+        for name, matrix in points.vectors.items():
+            mask = points.present[name]
+            vectors[name] = (matrix, np.ones((count,), dtype=bool) if mask is None else mask)
+        self.appendable.append_rows(
+            ids=list(points.ids),
+            vectors=vectors,
+            payloads=list(points.payloads),
+            versions=np.full((count,), seq_no, dtype=np.int64),
+        )
+
+    def _update_vectors(self, points: PointsBatch, seq_no: int) -> None:
+        rows: list[Row] = []
+        for row, point_id in enumerate(points.ids):
+            found = self.locate(point_id)
+            assert found is not None, "validated before logging"
+            segment, offset = found
+            vectors = segment.row_vectors(offset)
+            for name, matrix in points.vectors.items():
+                mask = points.present[name]
+                if mask is None or mask[row]:
+                    vectors[name] = matrix[row]
+            rows.append((point_id, segment.payloads[offset], vectors))
+            segment.tombstone(offset, seq_no)
+        self._append(rows, seq_no)
+
+    def _rewrite(self, selector: PointSelector, seq_no: int, *, payload: Any = None, vectors: Any = None) -> None:
+        """Copy-on-write of the selected points with a new payload and/or vectors."""
+        rows: list[Row] = []
+        for segment, offset in self.select(selector):
+            old_vectors = segment.row_vectors(offset)
+            new_payload = segment.payloads[offset] if payload is None else payload(segment.payloads[offset])
+            new_vectors = old_vectors if vectors is None else vectors(old_vectors)
+            rows.append((segment.ids[offset], new_payload, new_vectors))
+            segment.tombstone(offset, seq_no)
+        self._append(rows, seq_no)
+
+    def _append(self, rows: list[Row], seq_no: int) -> None:
+        if not rows:
+            return
+        count = len(rows)
+        vectors = {}
+        for name, params in self.config.vectors.items():
+            matrix = np.zeros((count, params.size), dtype=np.float32)
+            present = np.zeros((count,), dtype=bool)
+            for row, (_point_id, _payload, row_vectors) in enumerate(rows):
+                value = row_vectors.get(name)
+                if value is not None:
+                    matrix[row] = value
+                    present[row] = True
+            vectors[name] = (matrix, present)
+        self.appendable.append_rows(
+            ids=[point_id for point_id, _payload, _vectors in rows],
+            vectors=vectors,
+            payloads=[payload for _point_id, payload, _vectors in rows],
+            versions=np.full((count,), seq_no, dtype=np.int64),
+        )
+
+    # ---------------------------------------------------------------- lookups
+
+    def segments(self) -> list[Segment]:
+        """Every segment, oldest first, the appendable one last."""
+        return [*self.sealed, self.appendable]
+
+    def locate(self, point_id: PointId) -> tuple[Segment, int] | None:
+        """The segment and offset of a point's live row."""
+        for segment in reversed(self.segments()):
+            offset = segment.offsets.get(point_id)
+            if offset is not None:
+                return segment, offset
+        return None
+
+    def select(self, selector: PointSelector) -> list[tuple[Segment, int]]:
+        """Live rows chosen by ids (missing ids skipped) or by filter."""
+        if selector.ids is not None:
+            found = (self.locate(point_id) for point_id in dict.fromkeys(selector.ids))
+            return [item for item in found if item is not None]
+        parsed = parsed_filter(selector.filter)
+        assert parsed is not None
+        chosen = []
+        for segment in self.segments():
+            mask = segment.live_mask() & evaluate_filter(parsed, segment)
+            chosen.extend((segment, int(offset)) for offset in np.flatnonzero(mask))
+        return chosen
+
+    # ------------------------------------------------------------------- reads
+
+    def search_batch(self, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
+        with self.state_lock.read():
+            return reads.search_batch(self, requests)
+
+    def retrieve(
+        self, ids: list[PointId], *, with_payload: PayloadSelector, with_vector: bool | tuple[str, ...]
+    ) -> list[Record]:
+        with self.state_lock.read():
+            return reads.retrieve(self, ids, with_payload=with_payload, with_vector=with_vector)
+
+    def scroll(
+        self,
+        *,
+        filter: dict[str, Any] | None,
+        limit: int,
+        offset: PointId | None,
+        order_by: OrderBy | None,
+        with_payload: PayloadSelector,
+        with_vector: bool | tuple[str, ...],
+    ) -> tuple[list[Record], PointId | None]:
+        with self.state_lock.read():
+            return reads.scroll(
+                self,
+                filter=filter,
+                limit=limit,
+                offset=offset,
+                order_by=order_by,
+                with_payload=with_payload,
+                with_vector=with_vector,
+            )
+
+    def count(self, *, filter: dict[str, Any] | None) -> int:
+        with self.state_lock.read():
+            return reads.count(self, filter=filter)
+
+    def stats(self) -> ShardStats:
+        with self.state_lock.read():
+            segments = self.segments()
+            fields = {}
+            for key, schema in self.field_schemas.items():
+                covered = 0
+                violations = 0
+                for segment in segments:
+                    index = segment.field_indexes[key]
+                    live = segment.live_mask()
+                    covered += int(np.count_nonzero(index.has_value_mask(segment.count) & live))
+                    violations += int(np.count_nonzero(index.wrong_type_mask(segment.count) & live))
+                fields[key] = (schema, covered, violations)
+            return ShardStats(
+                points_count=sum(segment.live_count() for segment in segments),
+                indexed_vectors_count=sum(segment.indexed_count() for segment in segments),
+                segments_count=len(self.sealed) + (1 if self.appendable.count else 0),
+                fields=fields,
+                last_seq=self.last_seq,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStats:
+    points_count: int
+    indexed_vectors_count: int
+    segments_count: int
+    # key -> (schema, live points covered, live points with a wrong-typed value)
+    fields: dict[str, tuple[PayloadFieldSchema, int, int]]
+    last_seq: int

@@ -1,0 +1,192 @@
+"""Distances, exact scoring and FAISS HNSW indexes for one segment's vectors.
+
+Scores follow Qdrant's conventions: Cosine and Dot return the inner product
+(vectors of a Cosine collection are stored normalised), higher is better;
+Euclid returns the Euclidean distance and Manhattan the L1 distance, lower is
+better. Internally results are ranked by a *rank key* that is always "higher
+is better" (the score, or minus the distance), so merging never needs to know
+the metric.
+
+Threading: FAISS releases the GIL during ``search`` and ``add``; an index is
+immutable once built, so concurrent searches are safe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import faiss
+import numpy as np
+
+from qcluster.types import Distance
+
+__all__ = [
+    "build_hnsw",
+    "exact_top_k",
+    "hnsw_top_k",
+    "normalize_rows",
+    "rank_keys_to_scores",
+    "read_index",
+    "write_index",
+]
+
+# Rows scored per block by the Manhattan path, which cannot use a matrix product.
+_MANHATTAN_BLOCK_ROWS: Final = 4096
+# Extra candidates re-scored exactly after the fast Euclid ranking, to absorb
+# the rounding of the |q|^2 + |x|^2 - 2 q.x expansion.
+_EUCLID_REFINE_EXTRA: Final = 16
+_EMPTY_KEYS: Final = np.empty((0,), dtype=np.float32)
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as float32."""
+    assert matrix.ndim == 2
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    result = (matrix / norms).astype(np.float32, copy=False)
+    assert result.shape == matrix.shape
+    return result
+
+
+def _metric(distance: Distance) -> int:
+    match distance:
+        case Distance.COSINE | Distance.DOT:
+            return faiss.METRIC_INNER_PRODUCT
+        case Distance.EUCLID:
+            return faiss.METRIC_L2
+        case Distance.MANHATTAN:
+            return faiss.METRIC_L1
+
+
+def rank_keys_to_scores(distance: Distance, keys: np.ndarray) -> np.ndarray:
+    """Turn rank keys (higher is better) back into Qdrant scores."""
+    if distance.higher_is_better:
+        return keys
+    return -keys
+
+
+def _exact_rank_keys(distance: Distance, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Exact rank keys of ``rows`` against one query, computed directly."""
+    match distance:
+        case Distance.COSINE | Distance.DOT:
+            return rows @ query
+        case Distance.EUCLID:
+            diff = rows - query
+            return -np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        case Distance.MANHATTAN:
+            keys = np.empty(rows.shape[0], dtype=np.float32)
+            for start in range(0, rows.shape[0], _MANHATTAN_BLOCK_ROWS):
+                block = rows[start : start + _MANHATTAN_BLOCK_ROWS]
+                keys[start : start + block.shape[0]] = -np.abs(block - query).sum(axis=1)
+            return keys
+
+
+def _fast_rank_keys(distance: Distance, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Rank keys for many queries at once; exact for IP, approximate for Euclid."""
+    match distance:
+        case Distance.COSINE | Distance.DOT:
+            return queries @ rows.T
+        case Distance.EUCLID:
+            row_norms = np.einsum("ij,ij->i", rows, rows)
+            query_norms = np.einsum("ij,ij->i", queries, queries)
+            squared = query_norms[:, None] + row_norms[None, :] - 2.0 * (queries @ rows.T)
+            return -squared
+        case Distance.MANHATTAN:
+            return np.stack([_exact_rank_keys(distance, rows, query) for query in queries])
+
+
+def _top_indices(keys: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest keys, best first."""
+    if k >= keys.shape[0]:
+        return np.argsort(-keys, kind="stable")
+    part = np.argpartition(-keys, k - 1)[:k]
+    return part[np.argsort(-keys[part], kind="stable")]
+
+
+def exact_top_k(
+    *, distance: Distance, matrix: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top-k among ``candidates`` (row offsets) for each query.
+
+    Returns, per query, (rank keys best first, offsets). Scores of Euclid and
+    Manhattan are computed directly (not through the expansion), so they equal
+    a plain numpy computation.
+    """
+    assert queries.ndim == 2 and k > 0
+    assert candidates.ndim == 1
+    if candidates.shape[0] == 0:
+        empty = np.empty((0,), dtype=np.int64)
+        return [(_EMPTY_KEYS, empty) for _ in range(queries.shape[0])]
+    rows = matrix[candidates]
+    fast = _fast_rank_keys(distance, rows, queries)
+    results = []
+    for query_index, query in enumerate(queries):
+        if distance == Distance.EUCLID:
+            shortlist = _top_indices(fast[query_index], k + _EUCLID_REFINE_EXTRA)
+            keys = _exact_rank_keys(distance, rows[shortlist], query)
+            order = _top_indices(keys, k)
+            results.append((keys[order].astype(np.float32), candidates[shortlist[order]]))
+        else:
+            order = _top_indices(fast[query_index], k)
+            results.append((fast[query_index][order].astype(np.float32), candidates[order]))
+    return results
+
+
+def build_hnsw(*, distance: Distance, matrix: np.ndarray, m: int, ef_construct: int) -> faiss.Index:
+    """An HNSW index over every row of ``matrix`` (row i gets label i)."""
+    assert matrix.dtype == np.float32 and matrix.ndim == 2
+    index = faiss.IndexHNSWFlat(int(matrix.shape[1]), int(m), _metric(distance))
+    index.hnsw.efConstruction = int(ef_construct)
+    if matrix.shape[0]:
+        index.add(np.ascontiguousarray(matrix))
+    assert index.ntotal == matrix.shape[0]
+    return index
+
+
+def hnsw_top_k(
+    *,
+    distance: Distance,
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    ef: int,
+    allowed: np.ndarray | None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Approximate top-k through HNSW; ``allowed`` is a bool mask over labels or None."""
+    assert k > 0 and ef > 0
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = int(max(ef, k))
+    # The selector points into ``bits`` and SWIG keeps no reference to either:
+    # both locals must outlive the search call.
+    bits = None
+    selector = None
+    if allowed is not None:
+        assert allowed.shape[0] == index.ntotal
+        bits = np.packbits(allowed, bitorder="little")
+        selector = faiss.IDSelectorBitmap(int(allowed.shape[0]), faiss.swig_ptr(bits))
+        params.sel = selector
+    distances, labels = index.search(np.ascontiguousarray(queries, dtype=np.float32), int(k), params=params)
+    del selector, bits
+    results = []
+    for row in range(queries.shape[0]):
+        found = labels[row] >= 0
+        raw = distances[row][found]
+        match distance:
+            case Distance.COSINE | Distance.DOT:
+                keys = raw
+            case Distance.EUCLID:
+                keys = -np.sqrt(np.maximum(raw, 0.0))
+            case Distance.MANHATTAN:
+                keys = -raw
+        results.append((keys.astype(np.float32), labels[row][found].astype(np.int64)))
+    return results
+
+
+def write_index(index: faiss.Index, path: Path) -> None:
+    faiss.write_index(index, str(path))
+
+
+def read_index(path: Path, *, mmap: bool) -> faiss.Index:
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    return faiss.read_index(str(path), flags)

@@ -1,0 +1,2 @@
+"""Local storage: the table of contents (collections, aliases) and collections
+made of local shards. Sits above ``engine`` and below ``api``."""

@@ -1,0 +1,280 @@
+"""A collection on one node: its config and its local shards.
+
+Points route to shards through hash slots (``qcluster.sharding``). Writes are
+validated against the config once, for all shards, before any shard writes,
+so a bad request writes nothing anywhere. Reads fan out to every shard and
+merge: top-k by score, scroll pages by id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, final
+
+import numpy as np
+
+from qcluster.engine.merge import merge_top_k
+from qcluster.engine.optimizer import plan_task
+from qcluster.engine.shard import LocalShard
+from qcluster.engine.validation import prepare_points
+from qcluster.errors import NotFound
+from qcluster.operations import (
+    ClearPayload,
+    CreateFieldIndex,
+    DeleteFieldIndex,
+    DeletePayload,
+    DeletePoints,
+    DeleteVectors,
+    Operation,
+    OverwritePayload,
+    PointsBatch,
+    PointSelector,
+    SetPayload,
+    UpdateVectors,
+    UpsertPoints,
+)
+from qcluster.sharding import shard_of
+from qcluster.storage.interface import CollectionInfo, CollectionStatus, FieldIndexInfo, UpdateResult, UpdateStatus
+from qcluster.types import (
+    CollectionConfig,
+    OrderBy,
+    PayloadSelector,
+    PointId,
+    QueryRequest,
+    Record,
+    ScoredPoint,
+    point_id_sort_key,
+)
+
+__all__ = ["Collection"]
+
+WithVector = bool | tuple[str, ...]
+
+
+def _split_batch(points: PointsBatch, shard_number: int) -> dict[int, PointsBatch]:
+    """The batch's rows grouped by shard (column-wise, with numpy fancy indexing)."""
+    if shard_number == 1:
+        return {0: points}
+    rows_by_shard: dict[int, list[int]] = defaultdict(list)
+    for row, point_id in enumerate(points.ids):
+        rows_by_shard[shard_of(point_id, shard_number=shard_number)].append(row)
+    parts = {}
+    for shard_id, rows in rows_by_shard.items():
+        index = np.asarray(rows, dtype=np.int64)
+        parts[shard_id] = PointsBatch(
+            ids=tuple(points.ids[row] for row in rows),
+            vectors={name: matrix[index] for name, matrix in points.vectors.items()},
+            present={name: None if mask is None else mask[index] for name, mask in points.present.items()},
+            payloads=tuple(points.payloads[row] for row in rows),
+        )
+    return parts
+
+
+def _split_selector(selector: PointSelector, shard_number: int) -> dict[int, PointSelector]:
+    if selector.ids is None or shard_number == 1:
+        return {shard_id: selector for shard_id in range(shard_number)}
+    ids_by_shard: dict[int, list[PointId]] = defaultdict(list)
+    for point_id in selector.ids:
+        ids_by_shard[shard_of(point_id, shard_number=shard_number)].append(point_id)
+    return {shard_id: PointSelector(ids=tuple(ids)) for shard_id, ids in ids_by_shard.items()}
+
+
+@final
+class Collection:
+    """Thread-safe; every method may block on disk I/O or FAISS (call it off the event loop)."""
+
+    def __init__(self, *, name: str, directory: Path, config: CollectionConfig, created_at: datetime.datetime) -> None:
+        self.name = name
+        self.directory = directory
+        self.config = config
+        self.created_at = created_at
+        self.shards = [
+            LocalShard.open(directory / "shards" / str(shard_id), config) for shard_id in range(config.shard_number)
+        ]
+        self._update_lock = threading.Lock()
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
+    def set_config(self, config: CollectionConfig) -> None:
+        """Adopt a patched config (the caller persisted it)."""
+        self.config = config
+        for shard in self.shards:
+            shard.config = config
+
+    # ------------------------------------------------------------------ writes
+
+    def update(self, operation: Operation, *, wait: bool) -> UpdateResult:
+        """Validate for every shard, then apply to each. Durable when it returns."""
+        operation = self._prepare(operation)
+        seq_no = 0
+        with self._update_lock:
+            for shard_id, part in self._split(operation).items():
+                seq_no = max(seq_no, self.shards[shard_id].apply(part))
+        return UpdateResult(
+            operation_id=seq_no, status=UpdateStatus.COMPLETED if wait else UpdateStatus.ACKNOWLEDGED
+        )
+
+    def _prepare(self, operation: Operation) -> Operation:
+        """Checks that must pass for every shard before any shard writes.
+
+        A single shard validates everything itself before logging; with
+        several, vectors are validated and point existence checked up front.
+        """
+        if self.config.shard_number == 1:
+            return operation
+        match operation:
+            case UpsertPoints(points=points):
+                operation = UpsertPoints(points=prepare_points(points, config=self.config, is_upsert=True))
+            case UpdateVectors(points=points):
+                operation = UpdateVectors(points=prepare_points(points, config=self.config, is_upsert=False))
+            case _:
+                pass
+        ids = _ids_that_must_exist(operation)
+        if ids:
+            nothing = PayloadSelector(enabled=False)
+            found = {record.id for record in self.retrieve(list(ids), with_payload=nothing, with_vector=False)}
+            missing = [point_id for point_id in ids if point_id not in found]
+            if missing:
+                raise NotFound(f"No point with id {missing[0]} found")
+        return operation
+
+    def _split(self, operation: Operation) -> dict[int, Operation]:
+        count = self.config.shard_number
+        match operation:
+            case UpsertPoints(points=points):
+                return {shard: UpsertPoints(points=part) for shard, part in _split_batch(points, count).items()}
+            case UpdateVectors(points=points):
+                return {shard: UpdateVectors(points=part) for shard, part in _split_batch(points, count).items()}
+            case DeletePoints(selector=selector) | SetPayload(selector=selector) | OverwritePayload(
+                selector=selector
+            ) | DeletePayload(selector=selector) | ClearPayload(selector=selector) | DeleteVectors(
+                selector=selector
+            ):
+                return {
+                    shard: dataclasses.replace(operation, selector=part)
+                    for shard, part in _split_selector(selector, count).items()
+                }
+            case CreateFieldIndex() | DeleteFieldIndex():
+                return {shard: operation for shard in range(count)}
+
+    # ------------------------------------------------------------------- reads
+
+    def info(self) -> CollectionInfo:
+        stats = [shard.stats() for shard in self.shards]
+        fields: dict[str, FieldIndexInfo] = {}
+        for shard_stats in stats:
+            for key, (schema, covered, violations) in shard_stats.fields.items():
+                previous = fields.get(key)
+                fields[key] = FieldIndexInfo(
+                    schema=schema,
+                    points=covered + (previous.points if previous else 0),
+                    type_violations=violations + (previous.type_violations if previous else 0),
+                )
+        warnings = tuple(
+            f"field {key!r}: {info.type_violations} points have a value that is not {info.schema.type.value}"
+            for key, info in fields.items()
+            if info.type_violations
+        )
+        return CollectionInfo(
+            status=self._status(),
+            points_count=sum(item.points_count for item in stats),
+            indexed_vectors_count=sum(item.indexed_vectors_count for item in stats),
+            segments_count=sum(item.segments_count for item in stats),
+            payload_schema=fields,
+            warnings=warnings,
+        )
+
+    def _status(self) -> CollectionStatus:
+        if any(shard.optimizer_error for shard in self.shards):
+            return CollectionStatus.RED
+        if any(shard.optimizer_mutex.locked() for shard in self.shards):
+            return CollectionStatus.YELLOW
+        if any(plan_task(shard) is not None for shard in self.shards):
+            return CollectionStatus.GREY
+        return CollectionStatus.GREEN
+
+    def query(self, request: QueryRequest) -> list[ScoredPoint]:
+        return self.query_batch([request])[0]
+
+    def query_batch(self, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
+        for request in requests:
+            self.config.vector_params(request.using, path="using")
+        per_shard = [shard.search_batch(requests) for shard in self.shards]
+        results = []
+        for position, request in enumerate(requests):
+            if len(per_shard) == 1:
+                merged = per_shard[0][position]
+            else:
+                parts = [
+                    [(_rank_key(point.score, self.config, request.using), point.id, point) for point in shard_result[position]]
+                    for shard_result in per_shard
+                ]
+                merged = [point for _key, _id, point in merge_top_k(parts, k=request.limit + request.offset)]
+            results.append(merged[request.offset : request.offset + request.limit])
+        return results
+
+    def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector, with_vector: WithVector) -> list[Record]:
+        if len(self.shards) == 1:
+            return self.shards[0].retrieve(ids, with_payload=with_payload, with_vector=with_vector)
+        found: dict[PointId, Record] = {}
+        for shard in self.shards:
+            for record in shard.retrieve(ids, with_payload=with_payload, with_vector=with_vector):
+                found[record.id] = record
+        return [found[point_id] for point_id in dict.fromkeys(ids) if point_id in found]
+
+    def scroll(
+        self,
+        *,
+        filter: dict[str, Any] | None,
+        limit: int,
+        offset: PointId | None,
+        order_by: OrderBy | None,
+        with_payload: PayloadSelector,
+        with_vector: WithVector,
+    ) -> tuple[list[Record], PointId | None]:
+        pages = [
+            shard.scroll(
+                filter=filter, limit=limit, offset=offset, order_by=order_by,
+                with_payload=with_payload, with_vector=with_vector,
+            )
+            for shard in self.shards
+        ]
+        if len(pages) == 1:
+            return pages[0]
+        records = [record for page, _next in pages for record in page]
+        if order_by is not None:
+            descending = order_by.direction.value == "desc"
+            records.sort(key=lambda record: (record.order_value, point_id_sort_key(record.id)), reverse=descending)
+            return records[:limit], None
+        candidates = records + [
+            Record(id=next_id, payload=None, vectors=None) for _page, next_id in pages if next_id is not None
+        ]
+        candidates.sort(key=lambda record: point_id_sort_key(record.id))
+        page = [record for record in candidates[:limit]]
+        next_offset = candidates[limit].id if len(candidates) > limit else None
+        return page, next_offset
+
+    def count(self, *, filter: dict[str, Any] | None, exact: bool) -> int:
+        return sum(shard.count(filter=filter) for shard in self.shards)
+
+
+def _rank_key(score: float, config: CollectionConfig, using: str) -> float:
+    return score if config.vectors[using].distance.higher_is_better else -score
+
+
+def _ids_that_must_exist(operation: Operation) -> tuple[PointId, ...]:
+    match operation:
+        case UpdateVectors(points=points):
+            return points.ids
+        case SetPayload(selector=selector) | OverwritePayload(selector=selector) | DeletePayload(
+            selector=selector
+        ) | ClearPayload(selector=selector) | DeleteVectors(selector=selector):
+            return selector.ids or ()
+        case _:
+            return ()

@@ -1,0 +1,303 @@
+"""Shared value types: point ids, collection configuration, queries and results.
+
+Everything here is a frozen, slotted dataclass or an enum, so values can be
+passed between layers and threads without copying or locking. Parsing from the
+wire (JSON, protobuf) happens in ``qcluster.api``; the engine receives these
+types already validated for shape, and validates them against the collection
+(dimensions, names) itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import numpy as np
+
+from qcluster.errors import InvalidRequest
+
+__all__ = [
+    "DEFAULT_VECTOR",
+    "CollectionConfig",
+    "CollectionPatch",
+    "Distance",
+    "HnswConfig",
+    "OptimizersConfig",
+    "OrderBy",
+    "PayloadFieldSchema",
+    "PayloadSchemaType",
+    "PayloadSelector",
+    "PointId",
+    "QueryRequest",
+    "Record",
+    "ScoredPoint",
+    "SearchParams",
+    "UINT64_MAX",
+    "VectorParams",
+    "WalConfig",
+    "WriteOrdering",
+    "normalize_point_id",
+    "point_id_sort_key",
+]
+
+# An unsigned 64-bit integer, or a UUID in canonical lowercase hyphenated form.
+PointId: TypeAlias = int | str
+UINT64_MAX = 2**64 - 1
+# The name under which a collection's single unnamed vector is stored.
+DEFAULT_VECTOR = ""
+
+
+def normalize_point_id(raw: object, *, path: str) -> PointId:
+    """Return the canonical form of a point id, or raise InvalidRequest naming ``path``."""
+    if isinstance(raw, bool):
+        raise InvalidRequest(f"{path}: point id must be an unsigned integer or a UUID, got a boolean")
+    if isinstance(raw, int):
+        if raw < 0 or raw > UINT64_MAX:
+            raise InvalidRequest(f"{path}: point id {raw} is out of the unsigned 64-bit range")
+        return raw
+    if isinstance(raw, str):
+        try:
+            return str(uuid.UUID(raw))
+        except ValueError as exc:
+            raise InvalidRequest(
+                f"{path}: point id {raw!r} is neither an unsigned integer nor a UUID"
+            ) from exc
+    raise InvalidRequest(
+        f"{path}: point id must be an unsigned integer or a UUID, got {type(raw).__name__}"
+    )
+
+
+def point_id_sort_key(point_id: PointId) -> tuple[int, int]:
+    """Order ids as Qdrant does: every integer id before every UUID."""
+    if isinstance(point_id, int):
+        return (0, point_id)
+    return (1, uuid.UUID(point_id).int)
+
+
+class Distance(enum.StrEnum):
+    COSINE = "Cosine"
+    DOT = "Dot"
+    EUCLID = "Euclid"
+    MANHATTAN = "Manhattan"
+
+    @property
+    def higher_is_better(self) -> bool:
+        match self:
+            case Distance.COSINE | Distance.DOT:
+                return True
+            case Distance.EUCLID | Distance.MANHATTAN:
+                return False
+
+
+@dataclass(frozen=True, slots=True)
+class HnswConfig:
+    m: int = 16
+    ef_construct: int = 100
+    # Below this many kilobytes of vectors a segment is searched exactly (Qdrant's unit).
+    full_scan_threshold: int = 10_000
+    max_indexing_threads: int = 0
+    on_disk: bool = False
+    payload_m: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizersConfig:
+    # Share of deleted points in a sealed segment that triggers its rebuild.
+    deleted_threshold: float = 0.2
+    vacuum_min_vector_number: int = 1000
+    default_segment_number: int = 0
+    max_segment_size: int | None = None
+    memmap_threshold: int | None = None
+    # Kilobytes of vectors in the appendable segment that trigger sealing and
+    # index building (Qdrant's unit). 0 disables indexing.
+    indexing_threshold: int = 20_000
+    flush_interval_sec: int = 5
+    max_optimization_threads: int | None = None
+
+
+class FsyncPolicy(enum.StrEnum):
+    ALWAYS = "always"  # fsync every record
+    BATCH = "batch"  # fsync once per request batch, before acknowledging it
+
+
+@dataclass(frozen=True, slots=True)
+class WalConfig:
+    wal_capacity_mb: int = 32
+    wal_segments_ahead: int = 0
+    fsync: FsyncPolicy = FsyncPolicy.BATCH
+
+
+@dataclass(frozen=True, slots=True)
+class VectorParams:
+    size: int
+    distance: Distance
+    on_disk: bool = False
+    hnsw_config: HnswConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionConfig:
+    # Vector name -> params. A collection created with a single unnamed vector
+    # has exactly one entry, under DEFAULT_VECTOR, and is_named_vectors False.
+    vectors: dict[str, VectorParams]
+    is_named_vectors: bool = False
+    shard_number: int = 1
+    replication_factor: int = 1
+    write_consistency_factor: int = 1
+    on_disk_payload: bool = True
+    hnsw_config: HnswConfig = field(default_factory=HnswConfig)
+    optimizers_config: OptimizersConfig = field(default_factory=OptimizersConfig)
+    wal_config: WalConfig = field(default_factory=WalConfig)
+
+    def vector_params(self, name: str, *, path: str) -> VectorParams:
+        params = self.vectors.get(name)
+        if params is None:
+            shown = name if name else "<default unnamed vector>"
+            raise InvalidRequest(f"{path}: vector name {shown!r} does not exist in this collection")
+        return params
+
+    def hnsw_for(self, name: str) -> HnswConfig:
+        params = self.vectors[name]
+        return params.hnsw_config if params.hnsw_config is not None else self.hnsw_config
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionPatch:
+    """A PATCH /collections/{c} body: every None field is left unchanged."""
+
+    vectors: dict[str, dict[str, Any]] | None = None
+    hnsw_config: dict[str, Any] | None = None
+    optimizers_config: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+
+
+class PayloadSchemaType(enum.StrEnum):
+    KEYWORD = "keyword"
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOL = "bool"
+    DATETIME = "datetime"
+    TEXT = "text"
+    UUID = "uuid"
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadFieldSchema:
+    type: PayloadSchemaType
+    is_tenant: bool = False
+    is_principal: bool = False
+    # Text index options (Qdrant's TextIndexParams).
+    lowercase: bool = True
+    min_token_len: int | None = None
+    max_token_len: int | None = None
+    # Integer index options: an integer index serves match and/or range.
+    lookup: bool = True
+    range: bool = True
+
+    def encode(self) -> dict[str, Any]:
+        """Every field, for storage (WAL, checkpoint); inverse of ``decode``."""
+        return {
+            "type": self.type.value,
+            "is_tenant": self.is_tenant,
+            "is_principal": self.is_principal,
+            "lowercase": self.lowercase,
+            "min_token_len": self.min_token_len,
+            "max_token_len": self.max_token_len,
+            "lookup": self.lookup,
+            "range": self.range,
+        }
+
+    @classmethod
+    def decode(cls, raw: dict[str, Any]) -> PayloadFieldSchema:
+        fields = dict(raw)
+        fields["type"] = PayloadSchemaType(fields["type"])
+        return cls(**fields)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``params`` object shown in a collection's payload_schema."""
+        params: dict[str, Any] = {"type": self.type.value}
+        match self.type:
+            case PayloadSchemaType.KEYWORD | PayloadSchemaType.UUID:
+                params["is_tenant"] = self.is_tenant
+            case PayloadSchemaType.INTEGER:
+                params.update(lookup=self.lookup, range=self.range, is_principal=self.is_principal)
+            case PayloadSchemaType.FLOAT | PayloadSchemaType.DATETIME:
+                params["is_principal"] = self.is_principal
+            case PayloadSchemaType.TEXT:
+                params.update(
+                    tokenizer="word",
+                    lowercase=self.lowercase,
+                    min_token_len=self.min_token_len,
+                    max_token_len=self.max_token_len,
+                )
+            case PayloadSchemaType.BOOL:
+                pass
+        return params
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadSelector:
+    """Which payload keys to return: all, none, only ``include`` or all but ``exclude``."""
+
+    enabled: bool = True
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    hnsw_ef: int | None = None
+    exact: bool = False
+    indexed_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    vector: np.ndarray  # float32, shape (dim,)
+    using: str = DEFAULT_VECTOR
+    filter: dict[str, Any] | None = None  # validated JSON, see engine.filters.parse_filter
+    limit: int = 10
+    offset: int = 0
+    score_threshold: float | None = None
+    with_payload: PayloadSelector = PayloadSelector(enabled=False)
+    # False, True (all vectors) or the names of the vectors to return.
+    with_vector: bool | tuple[str, ...] = False
+    params: SearchParams = SearchParams()
+
+
+class Direction(enum.StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBy:
+    key: str
+    direction: Direction = Direction.ASC
+    start_from: float | None = None
+
+
+class WriteOrdering(enum.StrEnum):
+    WEAK = "weak"
+    MEDIUM = "medium"
+    STRONG = "strong"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    id: PointId
+    payload: dict[str, Any] | None
+    # name -> vector; the API shows the unnamed vector as a bare list.
+    vectors: dict[str, np.ndarray] | None
+    order_value: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPoint:
+    id: PointId
+    score: float
+    version: int
+    payload: dict[str, Any] | None = None
+    vectors: dict[str, np.ndarray] | None = None
