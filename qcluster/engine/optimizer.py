@@ -6,9 +6,9 @@ under the shard's locks, carrying over the tombstones that arrived during the
 build, and writes a new checkpoint. Persisted state therefore always equals
 the shard's state at S, and the WAL above S replays on top of it.
 
-- seal: the appendable segment is frozen (writes go to a fresh one) at
-  S = last seq; its rows become a sealed segment; the checkpoint moves to S
-  and the WAL before S is dropped.
+- every task freezes the appendable segment (writes go to a fresh one) at
+  S = last seq and folds its rows into the segment it builds; the checkpoint
+  moves to S and the WAL before S is dropped. "seal" is that alone.
 - index: a sealed segment without HNSW that has grown past the threshold
   (e.g. after ``indexing_threshold`` was raised from 0) is rebuilt with one.
 - vacuum: a sealed segment whose deleted share passes ``deleted_threshold``
@@ -86,11 +86,12 @@ def plan_task(shard: LocalShard) -> Task | None:
         ):
             return Task(TaskKind.SEAL)
         for segment in shard.sealed:
-            if not segment.hnsw and _should_index(shard, segment.vector_bytes()):
+            if not segment.hnsw and _should_index(shard, segment.live_vector_bytes()):
                 return Task(TaskKind.INDEX, (segment.segment_id,))
         for segment in shard.sealed:
             dead = segment.count - segment.live_count()
-            if segment.count >= optimizers.vacuum_min_vector_number and dead > optimizers.deleted_threshold * segment.count:
+            is_large = segment.count >= optimizers.vacuum_min_vector_number
+            if is_large and dead > optimizers.deleted_threshold * segment.count:
                 return Task(TaskKind.VACUUM, (segment.segment_id,))
         merge = _plan_merge(shard)
         if merge is not None:
@@ -113,35 +114,45 @@ def _plan_merge(shard: LocalShard) -> Task | None:
 
 
 def run_task(shard: LocalShard, task: Task) -> None:
+    """Run one task. Rebuild tasks also seal the appendable segment, so the
+    checkpoint moves to the current seq and every delete so far is freed."""
     with shard.optimizer_mutex:
         match task.kind:
-            case TaskKind.SEAL:
-                _seal(shard)
-            case TaskKind.INDEX | TaskKind.VACUUM | TaskKind.MERGE:
-                with shard.state_lock.read():
-                    sources = [segment for segment in shard.sealed if segment.segment_id in task.segment_ids]
-                    schemas = dict(shard.checkpoint_schemas)
-                if len(sources) == len(task.segment_ids):
-                    _replace(shard, sources, seq_no=shard.checkpoint_seq, wal_index=shard.checkpoint_wal_index, schemas=schemas)
+            case TaskKind.SEAL | TaskKind.INDEX | TaskKind.VACUUM | TaskKind.MERGE:
+                _rebuild(shard, task.segment_ids)
             case TaskKind.CHECKPOINT:
                 _checkpoint_only(shard)
 
 
-def _seal(shard: LocalShard) -> None:
+def _rebuild(shard: LocalShard, segment_ids: tuple[int, ...]) -> None:
     with shard.write_mutex, shard.state_lock.write():
+        sources = [segment for segment in shard.sealed if segment.segment_id in segment_ids]
+        if len(sources) != len(segment_ids):
+            return  # the plan went stale
+        # The appendable segment joins the rebuilt one (rather than becoming a
+        # segment of its own), so a merge always lowers the segment count.
         frozen = shard.appendable
-        if frozen.count == 0:
-            return
-        frozen.is_appendable = False
-        shard.sealed.append(frozen)
-        shard.appendable = shard.new_appendable()
+        if frozen.count:
+            frozen.is_appendable = False
+            shard.sealed.append(frozen)
+            shard.appendable = shard.new_appendable()
+            sources.append(frozen)
+        groups = [sources] if sources else []
         seq_no = shard.last_seq
         wal_index = shard.wal.next_index
         schemas = dict(shard.field_schemas)
-    _replace(shard, [frozen], seq_no=seq_no, wal_index=wal_index, schemas=schemas)
+    if groups:
+        _replace(shard, groups, seq_no=seq_no, wal_index=wal_index, schemas=schemas)
 
 
-def _build(shard: LocalShard, sources: list[Segment], *, seq_no: int, segment_id: int, schemas: dict[str, PayloadFieldSchema]) -> tuple[Segment | None, list[np.ndarray]]:
+def _build(
+    shard: LocalShard,
+    sources: list[Segment],
+    *,
+    seq_no: int,
+    segment_id: int,
+    schemas: dict[str, PayloadFieldSchema],
+) -> tuple[Segment | None, list[np.ndarray]]:
     """A sealed segment of the sources' rows live at ``seq_no``, plus each source's exported offsets."""
     with shard.state_lock.read():
         parts = [source.export_rows(source.rows_live_at(seq_no)) for source in sources]
@@ -173,32 +184,47 @@ def _build(shard: LocalShard, sources: list[Segment], *, seq_no: int, segment_id
     return segment, exported
 
 
-def _replace(shard: LocalShard, sources: list[Segment], *, seq_no: int, wal_index: int, schemas: dict[str, PayloadFieldSchema]) -> None:
-    """Build a segment from ``sources``, swap it in, and checkpoint at ``seq_no``."""
-    with shard.state_lock.write():
-        segment_id = shard.next_segment_id
-        shard.next_segment_id += 1
+def _replace(
+    shard: LocalShard,
+    groups: list[list[Segment]],
+    *,
+    seq_no: int,
+    wal_index: int,
+    schemas: dict[str, PayloadFieldSchema],
+) -> None:
+    """Build one segment per group of sources, swap them in, checkpoint at ``seq_no``."""
     started = time.monotonic()
-    built, exported = _build(shard, sources, seq_no=seq_no, segment_id=segment_id, schemas=schemas)
-    if built is not None:
-        write_segment(built, shard.directory / SEGMENTS_DIR / str(segment_id))
+    built: list[tuple[list[Segment], Segment | None, list[np.ndarray]]] = []
+    for sources in groups:
+        with shard.state_lock.write():
+            segment_id = shard.next_segment_id
+            shard.next_segment_id += 1
+        segment, exported = _build(shard, sources, seq_no=seq_no, segment_id=segment_id, schemas=schemas)
+        if segment is not None:
+            write_segment(segment, shard.directory / SEGMENTS_DIR / str(segment_id))
+        built.append((sources, segment, exported))
     with shard.write_mutex, shard.state_lock.write():
-        if built is not None:
-            _carry_tombstones(built, sources, exported)
-            _sync_field_indexes(built, shard.field_schemas)
-        position = shard.sealed.index(sources[0])
-        remaining = [segment for segment in shard.sealed if segment not in sources]
-        if built is not None:
-            remaining.insert(position, built)
-        shard.sealed = remaining
+        for sources, segment, exported in built:
+            position = shard.sealed.index(sources[0])
+            remaining = [item for item in shard.sealed if item not in sources]
+            if segment is not None:
+                _carry_tombstones(segment, sources, exported)
+                _sync_field_indexes(segment, shard.field_schemas)
+                remaining.insert(position, segment)
+            shard.sealed = remaining
         _write_checkpoint(shard, seq_no=seq_no, wal_index=wal_index, schemas=schemas)
         shard.wal.truncate_before(wal_index)
-    for source in sources:
-        shutil.rmtree(shard.directory / SEGMENTS_DIR / str(source.segment_id), ignore_errors=True)
-    logger.info(
-        "shard %s: built segment %d (%d rows) from %s in %.2fs",
-        shard.directory, segment_id, built.count if built else 0, [s.segment_id for s in sources], time.monotonic() - started,
-    )
+    for sources, segment, _exported in built:
+        for source in sources:
+            shutil.rmtree(shard.directory / SEGMENTS_DIR / str(source.segment_id), ignore_errors=True)
+        logger.info(
+            "shard %s: segment %s (%d rows) replaces %s",
+            shard.directory,
+            None if segment is None else segment.segment_id,
+            0 if segment is None else segment.count,
+            [source.segment_id for source in sources],
+        )
+    logger.info("shard %s: optimization done in %.2fs, checkpoint seq %d", shard.directory, time.monotonic() - started, seq_no)
 
 
 def _carry_tombstones(built: Segment, sources: list[Segment], exported: list[np.ndarray]) -> None:
@@ -224,7 +250,9 @@ def _sync_field_indexes(built: Segment, current: dict[str, PayloadFieldSchema]) 
             built.ensure_field_index(key, schema)
 
 
-def _write_checkpoint(shard: LocalShard, *, seq_no: int, wal_index: int, schemas: dict[str, PayloadFieldSchema]) -> None:
+def _write_checkpoint(
+    shard: LocalShard, *, seq_no: int, wal_index: int, schemas: dict[str, PayloadFieldSchema]
+) -> None:
     """Persist sealed segments and their tombstones as of ``seq_no``. Caller holds the locks."""
     tombstones = {}
     for segment in shard.sealed:

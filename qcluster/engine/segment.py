@@ -227,6 +227,9 @@ class Segment:
     def vector_bytes(self) -> int:
         return sum(self.count * column.dim * 4 for column in self.vectors.values())
 
+    def live_vector_bytes(self) -> int:
+        return sum(self.live_count() * column.dim * 4 for column in self.vectors.values())
+
     def indexed_count(self) -> int:
         """Live rows reachable through an HNSW index (counted once per point)."""
         if not self.hnsw:
