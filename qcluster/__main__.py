@@ -1,0 +1,7 @@
+"""``python -m qcluster serve ...``"""
+
+import sys
+
+from qcluster.cli import main
+
+sys.exit(main())

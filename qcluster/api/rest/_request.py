@@ -1,0 +1,142 @@
+"""Per-node state the handlers share, and the request plumbing they use.
+
+Threading: handlers run on the event loop. Every call into storage (and the
+JSON parsing of big bodies that goes with it) runs in the node's bounded
+``ThreadPoolExecutor`` through ``run_storage``, so a long search or an fsync
+never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+
+from aiohttp import web
+
+from qcluster.errors import InvalidRequest, LimitExceeded, Unavailable
+from qcluster.types import WriteOrdering
+
+if TYPE_CHECKING:
+    from qcluster.storage.toc import TableOfContents
+
+__all__ = ["NodeState", "STATE_KEY", "WriteParams", "read_body", "run_storage", "write_params"]
+
+T = TypeVar("T")
+
+
+@final
+class NodeState:
+    """What the REST handlers need from the node. ``toc`` is None while starting."""
+
+    def __init__(
+        self,
+        *,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        commit: str,
+        body_bytes_max: int,
+        api_key: str | None,
+    ) -> None:
+        assert len(commit) == 40, commit
+        assert body_bytes_max > 0
+        self.executor = executor
+        self.commit = commit
+        self.body_bytes_max = body_bytes_max
+        self.api_key = api_key
+        self.toc: TableOfContents | None = None
+
+    def ready_toc(self) -> TableOfContents:
+        toc = self.toc
+        if toc is None:
+            raise Unavailable("the node is starting: storage is not loaded yet")
+        return toc
+
+
+STATE_KEY: Final = web.AppKey("qcluster_state", NodeState)
+
+
+def state_of(request: web.Request) -> NodeState:
+    return request.app[STATE_KEY]
+
+
+async def run_storage(request: web.Request, function: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run ``function(toc, **kwargs)`` in the storage executor.
+
+    Cancel safety: if the request is cancelled (client gone), the call keeps
+    running in its thread to completion; only the wait is abandoned. Storage
+    calls are atomic, so nothing is left half-done.
+    """
+    state = state_of(request)
+    toc = state.ready_toc()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(state.executor, functools.partial(function, toc, **kwargs))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, bounded by the node's request size limit."""
+    state = state_of(request)
+    declared = request.content_length
+    if declared is not None and declared > state.body_bytes_max:
+        raise LimitExceeded(
+            f"request body: {declared} bytes exceeds the limit of {state.body_bytes_max} bytes"
+        )
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise LimitExceeded(f"request body: exceeds the limit of {state.body_bytes_max} bytes") from exc
+
+
+def _bool_param(query: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    match raw.strip().lower():
+        case "true" | "1" | "":
+            return True
+        case "false" | "0":
+            return False
+    raise InvalidRequest(f"query parameter {name}: expected true or false, got {raw!r}")
+
+
+class WriteParams:
+    __slots__ = ("ordering", "wait")
+
+    def __init__(self, *, wait: bool, ordering: WriteOrdering) -> None:
+        self.wait = wait
+        self.ordering = ordering
+
+
+def write_params(request: web.Request) -> WriteParams:
+    """``?wait=`` (default false, as in Qdrant), ``?ordering=`` and ``?timeout=``."""
+    query = request.query
+    wait = _bool_param(query, "wait", default=False)
+    raw_ordering = query.get("ordering", WriteOrdering.WEAK.value)
+    try:
+        ordering = WriteOrdering(raw_ordering.strip().lower())
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"query parameter ordering: expected weak, medium or strong, got {raw_ordering!r}"
+        ) from exc
+    timeout_param(request)
+    return WriteParams(wait=wait, ordering=ordering)
+
+
+def timeout_param(request: web.Request) -> int | None:
+    """``?timeout=`` seconds. Accepted for compatibility and validated; a single
+    node answers every call it accepts, so it is not used as a deadline yet."""
+    raw = request.query.get("timeout")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"query parameter timeout: expected an integer, got {raw!r}") from exc
+    if value < 1:
+        raise InvalidRequest("query parameter timeout: must be at least 1 second")
+    return value
+
+
+def bool_query_param(request: web.Request, name: str, *, default: bool) -> bool:
+    return _bool_param(request.query, name, default=default)

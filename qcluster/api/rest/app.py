@@ -1,0 +1,131 @@
+"""The aiohttp application: one route table, the envelope, errors, auth.
+
+Every route in ``ROUTES`` is registered with the router and described in the
+OpenAPI document from the same record. Responses use Qdrant's envelope
+``{"result", "status": "ok", "time"}``; errors use ``{"status": {"error"},
+"time"}`` with the HTTP status from ``qcluster.api.error_mapping``. An
+unexpected exception is logged with its traceback and answered with a 500;
+the node keeps serving. ``asyncio.CancelledError`` is never caught.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from qcluster.api.error_mapping import http_headers_for, wire_status_for
+from qcluster.api.rest import collections, points, query, service
+from qcluster.api.rest._request import STATE_KEY, NodeState
+from qcluster.api.rest._route import Handler, Route
+from qcluster.api.rest.openapi import build_document
+from qcluster.errors import QclusterError, Unauthorized
+
+__all__ = ["ALL_ROUTES", "build_app", "json_response"]
+
+_log = logging.getLogger("qcluster.api.rest")
+# aiohttp >= 3.12 wants typed request keys; older versions take a string.
+_START_KEY: Final[Any] = (
+    web.RequestKey("qcluster_started_s", float) if hasattr(web, "RequestKey") else "qcluster_started_s"
+)
+# Probes answer without credentials so orchestrators can check a secured node.
+_PUBLIC_PATHS: Final = frozenset(("/", "/healthz", "/livez", "/readyz"))
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[_OPENAPI_KEY], content_type="application/json")
+
+
+_OPENAPI_KEY: Final = web.AppKey("qcluster_openapi", bytes)
+_OPENAPI_ROUTE: Final = Route("GET", "/openapi.json", _openapi, "openapi", "This OpenAPI document",
+                              is_enveloped=False)
+
+ALL_ROUTES: Final[tuple[Route, ...]] = (
+    *service.ROUTES, _OPENAPI_ROUTE, *collections.ROUTES, *points.ROUTES, *query.ROUTES,
+)
+
+
+def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+def _elapsed_s(request: web.Request) -> float:
+    started = request.get(_START_KEY)
+    return 0.0 if started is None else time.perf_counter() - started
+
+
+def _error_response(request: web.Request, *, status: int, message: str,
+                    headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"status": {"error": message}, "time": _elapsed_s(request)}, status=status, headers=headers)
+
+
+def _enveloped(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        result = await handler(request)
+        assert not isinstance(result, web.StreamResponse), "enveloped handlers return a result"
+        return json_response({"result": result, "status": "ok", "time": _elapsed_s(request)})
+
+    return handle
+
+
+@web.middleware
+async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[_START_KEY] = time.perf_counter()
+    try:
+        return await handler(request)
+    except QclusterError as error:
+        status = wire_status_for(error)
+        level = logging.WARNING if status.http_status >= 500 else logging.DEBUG
+        _log.log(level, "request failed", extra={"method": request.method, "path": request.path,
+                                                   "status": status.http_status, "error": error.message})
+        return _error_response(request, status=status.http_status, message=error.message,
+                               headers=http_headers_for(error))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return _error_response(request, status=exc.status, message=message, headers=None)
+    except Exception as exc:  # noqa: BLE001 - a bug in one request must not take the node down
+        _log.exception("unexpected error", extra={"method": request.method, "path": request.path})
+        return _error_response(request, status=500,
+                               message=f"Service internal error: {type(exc).__name__}: {exc}")
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    api_key = request.app[STATE_KEY].api_key
+    if api_key is None or request.path in _PUBLIC_PATHS:
+        return await handler(request)
+    given = request.headers.get("api-key")
+    authorization = request.headers.get("Authorization", "")
+    if given is None and authorization.lower().startswith("bearer "):
+        given = authorization[len("bearer "):].strip()
+    if given is None:
+        raise Unauthorized("Must provide an API key or an Authorization bearer token")
+    if not hmac.compare_digest(given.encode(), api_key.encode()):
+        raise Unauthorized("Invalid API key or bearer token")
+    return await handler(request)
+
+
+def build_app(state: NodeState) -> web.Application:
+    """The application for one node; ``state.toc`` may be set later (readiness)."""
+    app = web.Application(
+        client_max_size=state.body_bytes_max,
+        middlewares=[_error_middleware, _auth_middleware],
+    )
+    app[STATE_KEY] = state
+    app[_OPENAPI_KEY] = orjson.dumps(build_document(ALL_ROUTES))
+    for route in ALL_ROUTES:
+        handler = _enveloped(route.handler) if route.is_enveloped else route.handler
+        app.router.add_route(route.method, route.path, handler, name=route.operation_id)
+    return app

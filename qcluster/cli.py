@@ -1,0 +1,94 @@
+"""Command line: ``qcluster serve --data-dir DIR --host HOST --http-port N --grpc-port N [--config FILE]``.
+
+Logs are structured: one JSON object per line on stderr (``log.format: text``
+gives plain lines for people).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+from qcluster import __version__
+from qcluster.config import ConfigError, Settings, load_settings, log_level_number
+
+__all__ = ["main"]
+
+_RESERVED_RECORD_KEYS: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, msg, the ``extra`` fields, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED_RECORD_KEYS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(log_level_number(settings))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qcluster", description="qcluster vector database")
+    parser.add_argument("--version", action="version", version=f"qcluster {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a node")
+    serve.add_argument("--config", type=pathlib.Path, default=None, help="YAML config file")
+    serve.add_argument("--data-dir", default=None, help="storage directory (storage.data_dir)")
+    serve.add_argument("--host", default=None, help="address to bind (service.host)")
+    serve.add_argument("--http-port", type=int, default=None, help="REST port (service.http_port)")
+    serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port, reserved (service.grpc_port)")
+    serve.add_argument("--log-level", default=None, help="log.level")
+    return parser
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "service": {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port},
+        "storage": {"data_dir": args.data_dir},
+        "log": {"level": args.log_level},
+    }
+    return load_settings(config_file=args.config, environ=os.environ, overrides=overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    assert args.command == "serve"
+    try:
+        settings = _settings_from(args)
+    except ConfigError as exc:
+        print(f"qcluster: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    from qcluster.node import serve  # noqa: PLC0415 - keep `--help` fast and free of aiohttp
+
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Node settings: defaults < YAML file < environment < command-line flags.
+
+``Settings`` is a tree of frozen dataclasses with three sections (``service``,
+``storage``, ``log``). Each layer is a partial mapping ``{section: {key:
+value}}`` that is validated against the dataclass fields before it is merged,
+so an unknown section or key is an error that names it (a typo in a config
+file must not be silently ignored). Environment variables are spelled
+``QCLUSTER__SECTION__KEY`` (case-insensitive), e.g.
+``QCLUSTER__SERVICE__HTTP_PORT=7000``, and are converted to the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import yaml
+
+from qcluster import limits
+
+__all__ = [
+    "ConfigError",
+    "ENV_PREFIX",
+    "LogSettings",
+    "ServiceSettings",
+    "Settings",
+    "StorageSettings",
+    "load_settings",
+]
+
+ENV_PREFIX: Final = "QCLUSTER__"
+_MIB: Final = 1024 * 1024
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS: Final = ("json", "text")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    host: str = "0.0.0.0"
+    http_port: int = 6333
+    # Reserved: nothing listens on it yet.
+    grpc_port: int = 6334
+    # When set, every request except the health probes must carry it in the
+    # ``api-key`` header (as qdrant-client sends it) or as a Bearer token.
+    api_key: str | None = None
+    max_request_size_mb: int = limits.REQUEST_BODY_BYTES_MAX // _MIB
+    # Threads that run blocking storage calls (FAISS releases the GIL).
+    worker_threads: int = 8
+    # Seconds a graceful shutdown waits for in-flight requests.
+    shutdown_timeout_s: float = 7.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    data_dir: str = "./data"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "INFO"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.storage.data_dir)
+
+
+Layer = Mapping[str, Mapping[str, Any]]
+
+_SECTIONS: Final[dict[str, type]] = {
+    "service": ServiceSettings,
+    "storage": StorageSettings,
+    "log": LogSettings,
+}
+
+
+def _field_types(section_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def _convert(value: Any, target: Any, *, key: str, from_text: bool) -> Any:
+    """Convert ``value`` to ``target`` (int, float, bool, str or X | None)."""
+    if typing.get_origin(target) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(target) if arg is not type(None)]
+        assert len(members) == 1, f"{key}: only Optional[X] fields are supported"
+        if value is None or (from_text and value.strip().lower() in ("", "null", "none")):
+            return None
+        return _convert(value, members[0], key=key, from_text=from_text)
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and value.strip().lower() in ("true", "1", "yes", "on"):
+            return True
+        if from_text and value.strip().lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected a boolean, got {value!r}")
+    if target in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)) and not (target is int and isinstance(value, float)):
+            return target(value)
+        if from_text or isinstance(value, str):
+            try:
+                return target(str(value).strip())
+            except ValueError as exc:
+                raise ConfigError(f"{key}: expected {target.__name__}, got {value!r}") from exc
+        raise ConfigError(f"{key}: expected {target.__name__}, got {value!r}")
+    if target is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise AssertionError(f"{key}: unsupported field type {target!r}")
+
+
+def _normalize_layer(layer: Layer, *, origin: str, from_text: bool) -> dict[str, dict[str, Any]]:
+    """Check every section and key of one layer and convert its values."""
+    result: dict[str, dict[str, Any]] = {}
+    for section, values in layer.items():
+        section_cls = _SECTIONS.get(section)
+        if section_cls is None:
+            raise ConfigError(f"{origin}: unknown section {section!r} (known: {', '.join(_SECTIONS)})")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: section {section!r} must be a mapping")
+        types_by_key = _field_types(section_cls)
+        converted: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in types_by_key:
+                raise ConfigError(f"{origin}: unknown key {section}.{key}")
+            converted[key] = _convert(value, types_by_key[key], key=f"{origin}: {section}.{key}", from_text=from_text)
+        result[section] = converted
+    return result
+
+
+def _read_yaml(path: pathlib.Path) -> Layer:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    return loaded
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    layer: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].split("__")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"environment variable {name}: expected {ENV_PREFIX}SECTION__KEY")
+        layer.setdefault(parts[0].lower(), {})[parts[1].lower()] = value
+    return layer
+
+
+def _validate(settings: Settings) -> None:
+    service = settings.service
+    for key in ("http_port", "grpc_port"):
+        port = getattr(service, key)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"service.{key}: {port} is not a TCP port")
+    if service.http_port != 0 and service.http_port == service.grpc_port:
+        raise ConfigError("service.grpc_port: must differ from service.http_port")
+    if not 1 <= service.max_request_size_mb <= limits.REQUEST_BODY_BYTES_MAX // _MIB:
+        raise ConfigError(
+            f"service.max_request_size_mb: must be between 1 and {limits.REQUEST_BODY_BYTES_MAX // _MIB}"
+        )
+    if not 1 <= service.worker_threads <= 256:
+        raise ConfigError("service.worker_threads: must be between 1 and 256")
+    if not 0 < service.shutdown_timeout_s <= 60:
+        raise ConfigError("service.shutdown_timeout_s: must be in (0, 60]")
+    if not settings.storage.data_dir:
+        raise ConfigError("storage.data_dir: must not be empty")
+    if settings.log.level.upper() not in _LOG_LEVELS:
+        raise ConfigError(f"log.level: {settings.log.level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    if settings.log.format not in _LOG_FORMATS:
+        raise ConfigError(f"log.format: {settings.log.format!r} is not one of {', '.join(_LOG_FORMATS)}")
+
+
+def load_settings(
+    *,
+    config_file: pathlib.Path | None,
+    environ: Mapping[str, str],
+    overrides: Layer,
+) -> Settings:
+    """Merge defaults < ``config_file`` < ``environ`` < ``overrides`` (CLI flags).
+
+    ``overrides`` uses the same ``{section: {key: value}}`` shape; None values
+    in it mean "flag not given" and are skipped.
+    """
+    layers = []
+    if config_file is not None:
+        layers.append(_normalize_layer(_read_yaml(config_file), origin=str(config_file), from_text=False))
+    layers.append(_normalize_layer(_env_layer(environ), origin="environment", from_text=True))
+    given = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
+    layers.append(_normalize_layer(given, origin="command line", from_text=False))
+    merged: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
+    for layer in layers:
+        for section, values in layer.items():
+            merged[section].update(values)
+    settings = Settings(
+        service=ServiceSettings(**merged["service"]),
+        storage=StorageSettings(**merged["storage"]),
+        log=LogSettings(**merged["log"]),
+    )
+    _validate(settings)
+    return settings
+
+
+def log_level_number(settings: Settings) -> int:
+    level = logging.getLevelName(settings.log.level.upper())
+    assert isinstance(level, int)
+    return level

@@ -1,0 +1,129 @@
+"""Composition root: one node process. Imported by nothing but the CLI.
+
+Order of start-up: the HTTP server starts first (probes answer, ``/readyz``
+says 503), then the table of contents is opened in a worker thread so the
+event loop keeps serving while collections load, then the node is ready.
+
+Shutdown on SIGTERM or SIGINT: stop accepting connections, let in-flight
+requests finish (bounded by ``service.shutdown_timeout_s``), then close
+storage (flush, stop optimizers) and exit 0. The whole sequence is meant to
+take well under 10 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import pathlib
+import signal
+import subprocess
+from typing import Final
+
+from aiohttp import web
+
+from qcluster.api.rest import NodeState, build_app
+from qcluster.config import Settings
+
+__all__ = ["run_node", "serve"]
+
+_log = logging.getLogger("qcluster.node")
+_MIB: Final = 1024 * 1024
+_ZERO_COMMIT: Final = "0" * 40
+# Seconds left for closing storage after the HTTP server has stopped.
+_STORAGE_CLOSE_TIMEOUT_S: Final = 2.5
+
+
+def git_commit() -> str:
+    """The 40-hex commit of the source tree, or zeros when not in a git checkout."""
+    source_dir = pathlib.Path(__file__).resolve().parent
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source_dir, capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return _ZERO_COMMIT
+    commit = completed.stdout.strip()
+    if completed.returncode != 0 or len(commit) != 40:
+        return _ZERO_COMMIT
+    return commit
+
+
+def _open_toc(data_dir: pathlib.Path) -> object:
+    from qcluster.storage.toc import TableOfContents  # noqa: PLC0415 - loaded after the loop runs
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return TableOfContents.open(data_dir)
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def _close_storage(state: NodeState, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+    toc = state.toc
+    state.toc = None
+    if toc is None:
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.run_in_executor(executor, toc.close), timeout=_STORAGE_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        _log.error("storage did not close in time; the WAL replays on the next start",
+                   extra={"timeout_s": _STORAGE_CLOSE_TIMEOUT_S})
+
+
+async def _load_storage(state: NodeState, settings: Settings, stop: asyncio.Event) -> bool:
+    """Open storage in a thread; returns False if it failed (already logged)."""
+    loop = asyncio.get_running_loop()
+    opening = loop.run_in_executor(state.executor, _open_toc, settings.data_dir)
+    try:
+        toc = await opening
+    except Exception:  # noqa: BLE001 - reported, and the node exits non-zero
+        _log.exception("cannot open storage", extra={"data_dir": str(settings.data_dir)})
+        return False
+    state.toc = toc  # type: ignore[assignment]
+    _log.info("storage loaded", extra={"data_dir": str(settings.data_dir),
+                                       "collections": len(state.toc.collection_names())})  # type: ignore[union-attr]
+    if stop.is_set():
+        _log.info("stop requested while loading")
+    return True
+
+
+async def run_node(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=settings.service.worker_threads, thread_name_prefix="storage"
+    )
+    state = NodeState(executor=executor, commit=git_commit(),
+                      body_bytes_max=settings.service.max_request_size_mb * _MIB, api_key=settings.service.api_key)
+    runner = web.AppRunner(build_app(state), handle_signals=False, access_log=None,
+                           shutdown_timeout=settings.service.shutdown_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.service.host, settings.service.http_port, reuse_address=True)
+    exit_code = 0
+    try:
+        await site.start()
+        _log.info("http listening", extra={"host": settings.service.host, "http_port": settings.service.http_port,
+                                           "grpc_port_reserved": settings.service.grpc_port})
+        if await _load_storage(state, settings, stop):
+            _log.info("node ready")
+            await stop.wait()
+        else:
+            exit_code = 1
+        _log.info("shutting down")
+    finally:
+        # Stops listening, waits for in-flight handlers up to shutdown_timeout, closes connections.
+        await runner.cleanup()
+        await _close_storage(state, executor)
+        executor.shutdown(wait=False, cancel_futures=True)
+    _log.info("stopped", extra={"exit_code": exit_code})
+    return exit_code
+
+
+def serve(settings: Settings) -> int:
+    return asyncio.run(run_node(settings))

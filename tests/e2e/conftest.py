@@ -1,0 +1,154 @@
+"""Real ``qcluster serve`` processes on loopback for end-to-end tests.
+
+``node`` starts one node on a fresh data directory and stops it with SIGTERM
+at teardown, asserting a clean exit within 10 s. ``Node.restart()`` brings it
+back on the same directory (graceful by default, or after ``kill -9``).
+Server logs go to a file in the data directory's parent (never a pipe that
+nobody reads), and are printed when a start fails.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, Final
+
+import httpx
+import pytest
+
+REPO_ROOT: Final = pathlib.Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S: Final = 30.0
+STOP_TIMEOUT_S: Final = 10.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Node:
+    """One ``python -m qcluster serve`` subprocess and its data directory."""
+
+    def __init__(self, *, data_dir: pathlib.Path, log_path: pathlib.Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.extra_env = dict(extra_env or {})
+        self.log_path = log_path
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.process is None, "already running"
+        command = [
+            sys.executable, "-m", "qcluster", "serve",
+            "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
+            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+        ]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.update(self.extra_env)
+        self._log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=self._log_file,
+                                        stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"node exited with {self.process.returncode} while starting:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise AssertionError(f"node not ready within {READY_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "<no log>"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int:
+        """SIGTERM; the node must exit 0 within STOP_TIMEOUT_S (else kill -9 and fail)."""
+        assert self.process is not None
+        process = self.process
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            code = process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"node ignored SIGTERM for {STOP_TIMEOUT_S} s:\n{self.log_tail()}") from None
+        self._closed()
+        assert code == 0, f"node exited with {code} after SIGTERM:\n{self.log_tail()}"
+        assert time.monotonic() - started < STOP_TIMEOUT_S
+        return code
+
+    def kill(self) -> None:
+        """kill -9 of this node's process only."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        self._closed()
+
+    def _closed(self) -> None:
+        self.process = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def restart(self, *, hard: bool = False) -> None:
+        """Stop (SIGTERM, or kill -9 when ``hard``) and start again on the same data dir."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+
+    @property
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@pytest.fixture
+def node(tmp_path: pathlib.Path) -> Iterator[Node]:
+    server = Node(data_dir=tmp_path / "data", log_path=tmp_path / "node.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.is_running:
+            server.stop()
+        else:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """One node for a whole module (tests use distinct collection names)."""
+    base = tmp_path_factory.mktemp("shared")
+    server = Node(data_dir=base / "data", log_path=base / "node.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.is_running:
+            server.stop()
+        else:
+            server.kill()
