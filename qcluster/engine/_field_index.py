@@ -79,6 +79,8 @@ class FieldIndex:
         self.key: Final = key
         self.schema: Final = schema
         self._count = 0
+        # Rows indexed so far holding a value of another type (dead rows included).
+        self.wrong_type_rows = 0
         self._has_value = bytearray()
         self._wrong_type = bytearray()
         self._distinct = array("i")  # distinct posting values per offset
@@ -140,6 +142,7 @@ class FieldIndex:
             self._column_cache = None
         self._has_value.append(has_value)
         self._wrong_type.append(has_wrong_type)
+        self.wrong_type_rows += has_wrong_type
         self._distinct.append(len(posting_values))
         self._count += 1
 

@@ -37,7 +37,7 @@ import numpy as np
 from qcluster.engine import vector_index
 from qcluster.engine.checkpoint import Checkpoint, write_checkpoint
 from qcluster.engine.segment import NOT_DELETED, Segment
-from qcluster.engine.segment_files import write_segment
+from qcluster.engine.segment_files import map_on_disk_vectors, write_segment
 from qcluster.engine.shard import SEGMENTS_DIR, LocalShard
 from qcluster.types import PayloadFieldSchema
 
@@ -201,7 +201,9 @@ def _replace(
             shard.next_segment_id += 1
         segment, exported = _build(shard, sources, seq_no=seq_no, segment_id=segment_id, schemas=schemas)
         if segment is not None:
-            write_segment(segment, shard.directory / SEGMENTS_DIR / str(segment_id))
+            directory = shard.directory / SEGMENTS_DIR / str(segment_id)
+            write_segment(segment, directory)
+            map_on_disk_vectors(segment, directory)
         built.append((sources, segment, exported))
     with shard.write_mutex, shard.state_lock.write():
         for sources, segment, exported in built:

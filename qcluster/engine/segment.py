@@ -17,6 +17,7 @@ Threading: a segment is guarded by its shard's lock; it has none of its own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any, Final, final
 
@@ -26,6 +27,8 @@ from qcluster.engine.payload_index import FieldIndex
 from qcluster.types import CollectionConfig, PayloadFieldSchema, PayloadSchemaType, PointId
 
 __all__ = ["NOT_DELETED", "Segment", "VectorColumn"]
+
+logger = logging.getLogger(__name__)
 
 NOT_DELETED: Final = np.iinfo(np.int64).max
 _INITIAL_CAPACITY: Final = 256
@@ -149,7 +152,16 @@ class Segment:
         self.ids.extend(ids)
         self.payloads.extend(payloads)
         for index in self.field_indexes.values():
+            violations_before = index.wrong_type_rows
             index.add_many(start, payloads)
+            violations = index.wrong_type_rows - violations_before
+            if violations:
+                # Schema drift is reported, not hidden: the rows stay stored and
+                # searchable, but the index does not cover them.
+                logger.warning(
+                    "payload schema violation: %d of %d new points have a value at %r that is not %s",
+                    violations, added, index.key, index.schema.type.value,
+                )
         self.count = end
         assert len(self.ids) == self.count and len(self.payloads) == self.count
 

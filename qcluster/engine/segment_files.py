@@ -133,7 +133,9 @@ def read_segment(
         on_disk = config.vectors[name].on_disk
         matrix = _read_npy(directory / f"vectors-{position}.npy", checksums, mmap=on_disk)
         present = _read_npy(directory / f"present-{position}.npy", checksums, mmap=False)
-        vectors[name] = (np.asarray(matrix, dtype=np.float32), present)
+        if matrix.dtype != np.float32:
+            raise DataCorruption(f"segment {directory}: vectors of {name!r} are {matrix.dtype}, not float32")
+        vectors[name] = (matrix, present)
         if column["has_hnsw"]:
             path = directory / f"hnsw-{position}.faiss"
             _read_checked(path, checksums)
@@ -144,3 +146,22 @@ def read_segment(
         segment.ensure_field_index(key, schema)
     assert segment.count == count
     return segment
+
+
+def map_on_disk_vectors(segment: Segment, directory: Path) -> None:
+    """Swap the in-RAM columns of ``on_disk`` vectors for memory maps of the written files.
+
+    Called right after ``write_segment``, so an on_disk collection does not keep
+    freshly built segments in RAM until the next restart.
+    """
+    meta = json.loads((directory / "meta.json").read_bytes())
+    for name, column in meta["columns"].items():
+        params = segment.config.vectors.get(name)
+        if params is None or not params.on_disk:
+            continue
+        position = column["position"]
+        mapped = np.load(directory / f"vectors-{position}.npy", mmap_mode="r", allow_pickle=False)
+        assert mapped.shape == segment.vectors[name].matrix.shape
+        segment.vectors[name].matrix = mapped
+        if column["has_hnsw"]:
+            segment.hnsw[name] = vector_index.read_index(directory / f"hnsw-{position}.faiss", mmap=True)

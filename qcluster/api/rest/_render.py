@@ -107,7 +107,13 @@ def render_collection_info(info: CollectionInfo, *, config: CollectionConfig, cr
         "indexed_vectors_count": info.indexed_vectors_count,
         "config": render_collection_config(config),
         "payload_schema": {
-            field: {"data_type": index.schema.type.value, "params": index.schema.to_json(), "points": index.points}
+            field: {
+                "data_type": index.schema.type.value,
+                "params": index.schema.to_json(),
+                "points": index.points,
+                # qcluster extension: live points whose value at the key has another type.
+                "type_violations": index.type_violations,
+            }
             for field, index in info.payload_schema.items()
         },
         "created_at": None if created_at is None else created_at.isoformat(),
