@@ -37,7 +37,7 @@ from qcluster.engine.segment import NOT_DELETED, Segment
 from qcluster.engine.segment_files import read_segment
 from qcluster.engine.validation import prepare_points
 from qcluster.engine.wal import Wal
-from qcluster.errors import DataCorruption, NotFound
+from qcluster.errors import DataCorruption, NotFound, ShardUnavailable
 from qcluster.operations import (
     ClearPayload,
     CreateFieldIndex,
@@ -170,6 +170,8 @@ class LocalShard:
         writing anything.
         """
         with self.write_mutex:
+            if self.is_closed:
+                raise ShardUnavailable(f"shard {self.directory} is closed (its collection was deleted or the node is stopping)")
             with self.state_lock.read():
                 operation = self._prepare(operation)
             assigned = self.last_seq + 1 if seq_no is None else seq_no
