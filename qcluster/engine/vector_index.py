@@ -118,7 +118,12 @@ def exact_top_k(
     if candidates.shape[0] == 0:
         empty = np.empty((0,), dtype=np.int64)
         return [(_EMPTY_KEYS, empty) for _ in range(queries.shape[0])]
-    rows = matrix[candidates]
+    # flatnonzero gives sorted unique offsets: when they are exactly 0..m-1
+    # (no filter, no tombstones) a view avoids copying the rows per query.
+    if int(candidates[-1]) == candidates.shape[0] - 1:
+        rows = matrix[: candidates.shape[0]]
+    else:
+        rows = matrix[candidates]
     fast = _fast_rank_keys(distance, rows, queries)
     results = []
     for query_index, query in enumerate(queries):
