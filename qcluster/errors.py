@@ -22,7 +22,10 @@ Every error that crosses a layer boundary is a ``QclusterError``. Only
     ├── BrokenPeer (retryable)    a peer failed; detail in __cause__
     └── DataCorruption            stored bytes failed a checksum; the shard is out of service
 
-Bugs are ``AssertionError`` and are never caught.
+Bugs are ``AssertionError``. Where one could leave stored state unknown (the
+optimizer thread, applying a logged operation) it is fatal: the process exits
+or the shard refuses writes until a restart replays its WAL. A bug confined
+to one read or one rejected request is answered with a 500 and logged.
 """
 
 from __future__ import annotations

@@ -117,16 +117,12 @@ class OptimizersConfig:
     max_optimization_threads: int | None = None
 
 
-class FsyncPolicy(enum.StrEnum):
-    ALWAYS = "always"  # fsync every record
-    BATCH = "batch"  # fsync once per request batch, before acknowledging it
-
-
 @dataclass(frozen=True, slots=True)
 class WalConfig:
     wal_capacity_mb: int = 32
     wal_segments_ahead: int = 0
-    fsync: FsyncPolicy = FsyncPolicy.BATCH
+    # There is deliberately no fsync policy: every operation is fsynced before
+    # it is acknowledged, the only policy that never loses an acknowledged write.
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import shutil
 import threading
 import time
@@ -50,6 +51,10 @@ _KILOBYTE: Final = 1024
 _AUTO_SEGMENT_TARGET: Final = 4
 # Segment size cap for merges when max_segment_size is unset (kilobytes of vectors).
 _DEFAULT_MAX_SEGMENT_KB: Final = 400_000
+# Exit code when an invariant breaks in the optimizer thread (EX_SOFTWARE).
+_EXIT_BUG: Final = 70
+# Pause after a failed task before the shard is tried again.
+_ERROR_BACKOFF_S: Final = 5.0
 # WAL bytes since the checkpoint that force a seal even below indexing_threshold.
 _WAL_FLUSH_FACTOR: Final = 4
 
@@ -68,11 +73,17 @@ class Task:
     segment_ids: tuple[int, ...] = ()
 
 
-def _should_index(shard: LocalShard, vector_bytes: int) -> bool:
-    optimizers = shard.config.optimizers_config
-    if optimizers.indexing_threshold <= 0:
+def _should_index(shard: LocalShard, name: str, rows: int) -> bool:
+    """Whether vector ``name`` of a segment with ``rows`` live rows gets an HNSW graph.
+
+    Never when indexing is disabled (``indexing_threshold`` 0) or ``m`` is 0
+    (Qdrant's "no graph"); else when the rows pass the vector's full-scan
+    threshold, below which the planner scans exactly anyway.
+    """
+    hnsw = shard.config.hnsw_for(name)
+    if shard.config.optimizers_config.indexing_threshold <= 0 or hnsw.m == 0:
         return False
-    return vector_bytes >= shard.config.hnsw_config.full_scan_threshold * _KILOBYTE
+    return rows * shard.config.vectors[name].size * 4 >= hnsw.full_scan_threshold * _KILOBYTE
 
 
 def plan_task(shard: LocalShard) -> Task | None:
@@ -86,7 +97,8 @@ def plan_task(shard: LocalShard) -> Task | None:
         ):
             return Task(TaskKind.SEAL)
         for segment in shard.sealed:
-            if not segment.hnsw and _should_index(shard, segment.live_vector_bytes()):
+            missing = [name for name in shard.config.vectors if name not in segment.hnsw]
+            if any(_should_index(shard, name, segment.live_count()) for name in missing):
                 return Task(TaskKind.INDEX, (segment.segment_id,))
         for segment in shard.sealed:
             dead = segment.count - segment.live_count()
@@ -175,12 +187,17 @@ def _build(
     )
     for key, schema in schemas.items():
         segment.ensure_field_index(key, schema)
-    if _should_index(shard, segment.vector_bytes()):
-        for name, params in shard.config.vectors.items():
-            hnsw = shard.config.hnsw_for(name)
-            segment.hnsw[name] = vector_index.build_hnsw(
-                distance=params.distance, matrix=segment.vectors[name].matrix, m=hnsw.m, ef_construct=hnsw.ef_construct
-            )
+    for name, params in shard.config.vectors.items():
+        if not _should_index(shard, name, segment.count):
+            continue
+        hnsw = shard.config.hnsw_for(name)
+        segment.hnsw[name] = vector_index.build_hnsw(
+            distance=params.distance,
+            matrix=segment.vectors[name].matrix,
+            m=hnsw.m,
+            ef_construct=hnsw.ef_construct,
+            should_stop=shard.is_closing.is_set,
+        )
     return segment, exported
 
 
@@ -300,7 +317,6 @@ class Optimizer:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="qcluster-optimizer", daemon=True)
-        self.running: set[int] = set()
 
     def start(self) -> None:
         self._thread.start()
@@ -331,15 +347,19 @@ class Optimizer:
         task = plan_task(shard)
         if task is None:
             return False
-        self.running.add(id(shard))
         try:
             run_task(shard, task)
-        except OSError:
+        except vector_index.BuildCancelled:
+            logger.info("optimization %s of shard %s cancelled", task.kind, shard.directory)
+            return False
+        except AssertionError:
+            # A broken invariant: stop the process; a restart recovers from disk.
+            logger.critical("optimizer invariant broken; exiting", exc_info=True)
+            os._exit(_EXIT_BUG)
+        except Exception:  # noqa: BLE001 - disk full, FAISS errors: report, back off, retry
             logger.exception("optimization %s of shard %s failed; will retry", task.kind, shard.directory)
             shard.optimizer_error = True
-            self._stopped.wait(self._poll_interval_s)
+            self._stopped.wait(_ERROR_BACKOFF_S)
             return False
-        finally:
-            self.running.discard(id(shard))
         shard.optimizer_error = False
         return True

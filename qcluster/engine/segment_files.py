@@ -38,6 +38,7 @@ from qcluster.types import CollectionConfig, PayloadFieldSchema
 __all__ = ["read_segment", "write_segment"]
 
 _FORMAT: Final = 1
+_CHECKSUM_CHUNK_BYTES: Final = 8 << 20
 
 
 def _write_file(path: Path, data: bytes, checksums: dict[str, int]) -> None:
@@ -97,11 +98,21 @@ def _read_checked(path: Path, checksums: dict[str, int]) -> bytes:
     return data
 
 
+def _check_streaming(path: Path, checksums: dict[str, int]) -> None:
+    """Verify a file's crc32 without holding it in memory (memory-mapped and index files)."""
+    crc = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHECKSUM_CHUNK_BYTES):
+            crc = zlib.crc32(chunk, crc)
+    if checksums.get(path.name) != crc:
+        raise DataCorruption(f"segment file {path} failed its checksum")
+
+
 def _read_npy(path: Path, checksums: dict[str, int], *, mmap: bool) -> np.ndarray:
-    data = _read_checked(path, checksums)
     if mmap:
+        _check_streaming(path, checksums)
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    return np.load(io.BytesIO(_read_checked(path, checksums)), allow_pickle=False)
 
 
 def read_segment(
@@ -138,7 +149,7 @@ def read_segment(
         vectors[name] = (matrix, present)
         if column["has_hnsw"]:
             path = directory / f"hnsw-{position}.faiss"
-            _read_checked(path, checksums)
+            _check_streaming(path, checksums)
             indexes[name] = vector_index.read_index(path, mmap=on_disk)
     segment.assign_columns(ids=list(ids), payloads=list(payloads), versions=versions, vectors=vectors)
     segment.hnsw = indexes

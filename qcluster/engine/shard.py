@@ -32,6 +32,7 @@ from qcluster.engine import checkpoint as checkpoint_io
 from qcluster.engine import payload_ops, reads
 from qcluster.engine._rwlock import RwLock
 from qcluster.engine.filter_cache import parsed_filter
+from qcluster.engine.filters import validate_key
 from qcluster.engine.payload_index import evaluate_filter
 from qcluster.engine.segment import NOT_DELETED, Segment
 from qcluster.engine.segment_files import read_segment
@@ -91,6 +92,9 @@ class LocalShard:
         self.optimizer_mutex = threading.Lock()
         self.optimizer_error = False
         self.is_closed = False
+        self.is_failed = False
+        # Set first thing by close(): a running index build stops at its next chunk.
+        self.is_closing = threading.Event()
         directory.mkdir(parents=True, exist_ok=True)
         (directory / SEGMENTS_DIR).mkdir(exist_ok=True)
         stored = checkpoint_io.read_checkpoint(directory)
@@ -155,7 +159,8 @@ class LocalShard:
         )
 
     def close(self) -> None:
-        """Stop accepting work and close the WAL. Waits for a running optimization."""
+        """Stop accepting work and close the WAL. A running optimization is cancelled."""
+        self.is_closing.set()
         with self.optimizer_mutex, self.write_mutex, self.state_lock.write():
             self.is_closed = True
             self.wal.close()
@@ -170,8 +175,9 @@ class LocalShard:
         writing anything.
         """
         with self.write_mutex:
-            if self.is_closed:
-                raise ShardUnavailable(f"shard {self.directory} is closed (its collection was deleted or the node is stopping)")
+            if self.is_closed or self.is_failed:
+                state = "failed (see the log)" if self.is_failed else "closed"
+                raise ShardUnavailable(f"shard {self.directory} is {state}")
             with self.state_lock.read():
                 operation = self._prepare(operation)
             assigned = self.last_seq + 1 if seq_no is None else seq_no
@@ -179,7 +185,15 @@ class LocalShard:
             self.wal.append(encode_operation(operation, seq_no=assigned))
             self.wal.sync()
             with self.state_lock.write():
-                self._apply_locked(operation, assigned)
+                try:
+                    self._apply_locked(operation, assigned)
+                except BaseException:
+                    # Validation lets through only operations that apply cleanly,
+                    # so this is a bug; the record is durable but the state is not
+                    # known to hold it. Refuse further writes rather than reuse the
+                    # seq or diverge; a restart replays the record.
+                    self.is_failed = True
+                    raise
                 self.last_seq = assigned
             return assigned
 
@@ -191,9 +205,20 @@ class LocalShard:
             case UpdateVectors(points=points):
                 self._require_points(points.ids)
                 return UpdateVectors(points=prepare_points(points, config=self.config, is_upsert=False))
-            case SetPayload(selector=selector) | OverwritePayload(selector=selector) | DeletePayload(
+            case SetPayload(selector=selector, key=key) if key is not None:
+                validate_key(key, path="key")
+                if selector.ids is not None:
+                    self._require_points(selector.ids)
+                return operation
+            case DeletePayload(selector=selector, keys=keys):
+                for position, key in enumerate(keys):
+                    validate_key(key, path=f"keys[{position}]")
+                if selector.ids is not None:
+                    self._require_points(selector.ids)
+                return operation
+            case SetPayload(selector=selector) | OverwritePayload(selector=selector) | ClearPayload(
                 selector=selector
-            ) | ClearPayload(selector=selector):
+            ):
                 if selector.ids is not None:
                     self._require_points(selector.ids)
                 return operation
@@ -203,7 +228,10 @@ class LocalShard:
                 if selector.ids is not None:
                     self._require_points(selector.ids)
                 return operation
-            case DeletePoints() | CreateFieldIndex() | DeleteFieldIndex():
+            case CreateFieldIndex(field_name=field_name):
+                validate_key(field_name, path="field_name")
+                return operation
+            case DeletePoints() | DeleteFieldIndex():
                 return operation
 
     def _require_points(self, ids: tuple[PointId, ...]) -> None:

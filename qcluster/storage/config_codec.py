@@ -10,7 +10,6 @@ from qcluster.types import (
     CollectionConfig,
     CollectionPatch,
     Distance,
-    FsyncPolicy,
     HnswConfig,
     OptimizersConfig,
     VectorParams,
@@ -38,7 +37,7 @@ def config_to_json(config: CollectionConfig) -> dict[str, Any]:
         "on_disk_payload": config.on_disk_payload,
         "hnsw_config": dataclasses.asdict(config.hnsw_config),
         "optimizers_config": dataclasses.asdict(config.optimizers_config),
-        "wal_config": {**dataclasses.asdict(config.wal_config), "fsync": config.wal_config.fsync.value},
+        "wal_config": dataclasses.asdict(config.wal_config),
     }
 
 
@@ -53,7 +52,6 @@ def config_from_json(raw: dict[str, Any]) -> CollectionConfig:
         for name, value in raw["vectors"].items()
     }
     wal = dict(raw["wal_config"])
-    wal["fsync"] = FsyncPolicy(wal["fsync"])
     return CollectionConfig(
         vectors=vectors,
         is_named_vectors=raw["is_named_vectors"],

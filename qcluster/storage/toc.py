@@ -27,7 +27,7 @@ from typing import Any, Final, final
 from qcluster.engine.optimizer import Optimizer
 from qcluster.engine.shard import LocalShard
 from qcluster.engine.wal import fsync_directory
-from qcluster.errors import AlreadyExists, InvalidRequest, NotFound
+from qcluster.errors import AlreadyExists, DataCorruption, InvalidRequest, NotFound
 from qcluster.limits import COLLECTION_NAME_LENGTH_MAX
 from qcluster.storage.collection import Collection
 from qcluster.storage.config_codec import apply_patch, config_from_json, config_to_json
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 _NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_\-.]+$")
 _CREATING_PREFIX: Final = ".creating-"
+_DELETING_PREFIX: Final = ".deleting-"
 _OPTIMIZER_POLL_S: Final = 0.5
 _OPTIMIZER_STOP_S: Final = 8.0
 
@@ -86,11 +87,17 @@ class TableOfContents:
 
     def _load(self) -> None:
         for path in sorted(self._collections_dir.iterdir()):
-            if path.name.startswith(_CREATING_PREFIX):
-                logger.warning("removing collection %s whose creation did not finish", path.name)
+            if path.name.startswith((_CREATING_PREFIX, _DELETING_PREFIX)):
+                logger.warning("removing %s left by an interrupted create or delete", path.name)
                 shutil.rmtree(path)
                 continue
-            raw = json.loads((path / "config.json").read_bytes())
+            if not path.is_dir() or path.name.startswith("."):
+                logger.warning("ignoring %s in the collections directory", path.name)
+                continue
+            try:
+                raw = json.loads((path / "config.json").read_bytes())
+            except (OSError, ValueError) as exc:
+                raise DataCorruption(f"collection {path.name}: config.json is missing or not valid JSON") from exc
             self._collections[path.name] = Collection(
                 name=path.name,
                 directory=path,
@@ -151,7 +158,7 @@ class TableOfContents:
             if collection is None:
                 return False
             collection.close()
-            doomed = self._collections_dir / (".deleting-" + name)
+            doomed = self._collections_dir / (_DELETING_PREFIX + name)
             collection.directory.rename(doomed)
             fsync_directory(self._collections_dir)
             shutil.rmtree(doomed)

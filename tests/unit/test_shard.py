@@ -263,3 +263,40 @@ def test_filtered_search_uses_index_and_matches_exact(tmp_path: Path) -> None:
     expected = [keep[i] for i in np.argsort(-scores)[:10]]
     assert [point.id for point in exact] == expected
     assert len({point.id for point in approximate} & set(expected)) >= 9
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        SetPayload(selector=PointSelector(ids=(1,)), payload={"x": 1}, key="a..b"),
+        DeletePayload(selector=PointSelector(ids=(1,)), keys=("ok", ".bad")),
+        CreateFieldIndex(field_name="", schema=PayloadFieldSchema(type=PayloadSchemaType.KEYWORD)),
+    ],
+)
+def test_bad_key_paths_are_rejected_before_logging(tmp_path: Path, operation: object) -> None:
+    config = _config()
+    shard = LocalShard.open(tmp_path, config)
+    batch, _count = _batch([1], random.Random(1))
+    shard.apply(UpsertPoints(points=batch))
+    with pytest.raises(InvalidRequest):
+        shard.apply(operation)  # type: ignore[arg-type]
+    assert shard.last_seq == 1
+    shard.apply(DeletePoints(selector=PointSelector(ids=(1,))))
+    shard.close()
+    reopened = LocalShard.open(tmp_path, config)
+    assert reopened.last_seq == 2, "the rejected operation left no record to replay"
+
+
+def test_close_cancels_a_running_index_build(tmp_path: Path) -> None:
+    from qcluster.engine.vector_index import BuildCancelled
+
+    config = _config()
+    shard = LocalShard.open(tmp_path, config)
+    batch, _count = _batch(list(range(200)), random.Random(2))
+    shard.apply(UpsertPoints(points=batch))
+    shard.is_closing.set()  # what close() does first, before it waits for the optimizer
+    with pytest.raises(BuildCancelled):
+        optimizer.run_task(shard, optimizer.Task(optimizer.TaskKind.SEAL))
+    shard.close()
+    reopened = LocalShard.open(tmp_path, config)
+    assert reopened.count(filter=None) == 200, "the WAL still holds what the cancelled build did not persist"

@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 
 from qcluster import limits
-from qcluster.engine.filters import parse_filter
+from qcluster.engine.filters import parse_filter, validate_key
 from qcluster.errors import InvalidRequest, LimitExceeded
 from qcluster.types import PayloadSelector, PointId, normalize_point_id
 
@@ -199,8 +199,7 @@ def _key_list(raw: Any, *, path: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
         raise InvalidRequest(f"{path}: expected an array of strings")
     for index, item in enumerate(raw):
-        if len(item) > limits.KEY_LENGTH_MAX:
-            raise LimitExceeded(f"{path}[{index}]: key longer than {limits.KEY_LENGTH_MAX} (KEY_LENGTH_MAX)")
+        validate_key(item, path=f"{path}[{index}]")
     return tuple(raw)
 
 

@@ -19,6 +19,7 @@ from qcluster.api.rest._parse import (
     json_type,
     reject_unsupported,
 )
+from qcluster.engine.filters import validate_key
 from qcluster.errors import InvalidRequest, LimitExceeded
 from qcluster.operations import CreateFieldIndex
 from qcluster.storage.interface import AliasAction
@@ -356,8 +357,7 @@ def parse_create_index(raw: dict[str, Any]) -> CreateFieldIndex:
     check_keys(raw, ("field_name", "field_schema"), path="")
     field_name = get_str(raw, "field_name", path="", required=True)
     assert field_name is not None
-    if not field_name or len(field_name) > limits.KEY_LENGTH_MAX:
-        raise InvalidRequest(f"field_name: must be 1 to {limits.KEY_LENGTH_MAX} characters")
+    validate_key(field_name, path="field_name")
     if raw.get("field_schema") is None:
         raise InvalidRequest("field_schema: missing required field (qcluster does not infer index types)")
     return CreateFieldIndex(field_name=field_name, schema=_field_schema(raw["field_schema"], path="field_schema"))

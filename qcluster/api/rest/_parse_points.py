@@ -296,7 +296,7 @@ def _parse_one_batch_operation(item: Any, *, config: CollectionConfig, path: str
 
 
 def parse_batch_operations(raw: dict[str, Any], *, config: CollectionConfig) -> list[Operation]:
-    """Qdrant's UpdateOperations: every operation is validated before any is applied."""
+    """Qdrant's UpdateOperations, each parsed and shape-validated before any is applied."""
     check_keys(raw, ("operations",), path="")
     operations = get_list(raw, "operations", path="", required=True)
     assert operations is not None

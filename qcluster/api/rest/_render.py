@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from qcluster.storage.interface import CollectionInfo, UpdateResult
-from qcluster.types import DEFAULT_VECTOR, CollectionConfig, HnswConfig, PointId, Record, ScoredPoint, VectorParams
+from qcluster.types import DEFAULT_VECTOR, CollectionConfig, HnswConfig, Record, ScoredPoint, VectorParams
 
 __all__ = [
     "render_collection_info",

@@ -3,8 +3,10 @@ point reads (retrieve, get one, scroll, count).
 
 Every write parses and validates the whole body against the collection's
 configuration before storage is called, so a rejected request writes
-nothing. ``/points/batch`` validates all its operations first, then applies
-them in order.
+nothing. ``/points/batch`` parses and validates the shape of all its
+operations first, then applies them in order; like Qdrant's, it is not
+atomic: a check that needs the stored state (a point that must exist) can
+fail part-way, and the operations before it stay applied.
 """
 
 from __future__ import annotations
