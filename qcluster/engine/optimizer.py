@@ -90,16 +90,18 @@ def plan_task(shard: LocalShard) -> Task | None:
     """The most useful task for this shard now, or None. Pure read of shard state."""
     optimizers = shard.config.optimizers_config
     with shard.state_lock.read():
+        # Index before seal: an index task folds the appendable segment into the
+        # segment it builds, so a bulk load indexed at the end becomes ONE graph.
+        for segment in shard.sealed:
+            missing = [name for name in shard.config.vectors if name not in segment.hnsw]
+            if any(_should_index(shard, name, segment.live_count()) for name in missing):
+                return Task(TaskKind.INDEX, (segment.segment_id,))
         appendable_kb = shard.appendable.vector_bytes() / _KILOBYTE
         wal_limit = _WAL_FLUSH_FACTOR * shard.config.wal_config.wal_capacity_mb * 1024 * 1024
         if shard.appendable.count and (
             (0 < optimizers.indexing_threshold <= appendable_kb) or shard.wal.size_bytes() > wal_limit
         ):
             return Task(TaskKind.SEAL)
-        for segment in shard.sealed:
-            missing = [name for name in shard.config.vectors if name not in segment.hnsw]
-            if any(_should_index(shard, name, segment.live_count()) for name in missing):
-                return Task(TaskKind.INDEX, (segment.segment_id,))
         for segment in shard.sealed:
             dead = segment.count - segment.live_count()
             is_large = segment.count >= optimizers.vacuum_min_vector_number

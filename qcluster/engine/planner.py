@@ -87,10 +87,10 @@ def search_segment(
 ) -> list[SegmentHits]:
     """Top-k rows of one segment for each query (queries already normalised for Cosine)."""
     assert queries.ndim == 2 and k > 0
-    allowed = segment.searchable_mask(name)
+    allowed, candidates = segment.searchable(name)
     if filter is not None:
         allowed = allowed & evaluate_filter(filter, segment)
-    candidates = int(np.count_nonzero(allowed))
+        candidates = int(np.count_nonzero(allowed))
     plan = choose_plan(
         segment=segment, name=name, candidates=candidates, is_filtered=filter is not None, params=params, hnsw=hnsw
     )

@@ -107,22 +107,38 @@ def _collect(
     k: int,
     distance: Distance,
 ) -> list[ScoredPoint]:
-    segments = shard.segments()
-    parts = []
-    for segment, hits_per_query in zip(segments, per_segment, strict=True):
-        hits = hits_per_query[row]
-        parts.append(
-            [(float(key), segment.ids[offset], (segment, int(offset))) for key, offset in zip(hits.keys, hits.offsets)]
-        )
-    merged = merge_top_k(parts, k=k)
+    found = [
+        (segment, hits_per_query[row])
+        for segment, hits_per_query in zip(shard.segments(), per_segment, strict=True)
+        if hits_per_query[row].offsets.shape[0]
+    ]
+    merged: list[tuple[float, PointId, tuple[Segment, int]]]
+    if len(found) == 1:
+        # A point is live in one segment only, so a single segment needs no merge.
+        segment, hits = found[0]
+        offsets = hits.offsets[:k].tolist()
+        merged = [
+            (key, segment.ids[offset], (segment, offset))
+            for key, offset in zip(hits.keys[:k].tolist(), offsets, strict=True)
+        ]
+    else:
+        parts = [
+            [
+                (key, segment.ids[offset], (segment, offset))
+                for key, offset in zip(hits.keys.tolist(), hits.offsets.tolist(), strict=True)
+            ]
+            for segment, hits in found
+        ]
+        merged = merge_top_k(parts, k=k)
     threshold_key = None
     if request.score_threshold is not None:
         threshold_key = request.score_threshold if distance.higher_is_better else -request.score_threshold
+    sign = 1.0 if distance.higher_is_better else -1.0
     points = []
     for key, point_id, (segment, offset) in merged:
         if threshold_key is not None and key < threshold_key:
             break
-        score = float(vector_index.rank_keys_to_scores(distance, np.float32(key)))
+        score = sign * key
         points.append(
             ScoredPoint(
                 id=point_id,

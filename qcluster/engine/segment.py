@@ -96,6 +96,9 @@ class Segment:
         }
         # name -> FAISS index over all rows (labels are offsets); sealed only.
         self.hnsw: dict[str, Any] = {}
+        # Bumped by every change of rows or tombstones; keys the searchable-mask cache.
+        self._mutations = 0
+        self._searchable_cache: dict[str, tuple[int, np.ndarray, int]] = {}
 
     # ----------------------------------------------------------------- writing
 
@@ -163,6 +166,7 @@ class Segment:
                     violations, added, index.key, index.schema.type.value,
                 )
         self.count = end
+        self._mutations += 1
         assert len(self.ids) == self.count and len(self.payloads) == self.count
 
     def assign_columns(
@@ -201,12 +205,14 @@ class Segment:
         self.offsets = {point_id: offset for offset, point_id in enumerate(ids) if self.live[offset]}
         assert len(self.offsets) == int(self.live.sum()), "a point is live twice in one segment"
         self.count = count
+        self._mutations += 1
 
     def tombstone(self, offset: int, seq_no: int) -> None:
         assert 0 <= offset < self.count
         assert self.live[offset], "tombstoning a dead row"
         self.deleted_seq[offset] = seq_no
         self.live[offset] = False
+        self._mutations += 1
         removed = self.offsets.pop(self.ids[offset])
         assert removed == offset
 
@@ -232,9 +238,20 @@ class Segment:
                 result[name] = column.matrix[offset].copy()
         return result
 
-    def searchable_mask(self, name: str) -> np.ndarray:
-        """Live rows that carry vector ``name``."""
-        return self.live[: self.count] & self.vectors[name].present[: self.count]
+    def searchable(self, name: str) -> tuple[np.ndarray, int]:
+        """Live rows that carry vector ``name``, and how many there are.
+
+        Cached until the next write to this segment: a sealed segment answers
+        every query from the cache; the appendable one recomputes after writes.
+        The caller must not modify the returned mask.
+        """
+        cached = self._searchable_cache.get(name)
+        if cached is not None and cached[0] == self._mutations:
+            return cached[1], cached[2]
+        mask = self.live[: self.count] & self.vectors[name].present[: self.count]
+        count = int(np.count_nonzero(mask))
+        self._searchable_cache[name] = (self._mutations, mask, count)
+        return mask, count
 
     def vector_bytes(self) -> int:
         return sum(self.count * column.dim * 4 for column in self.vectors.values())

@@ -125,6 +125,7 @@ def build_app(state: NodeState) -> web.Application:
     )
     app[STATE_KEY] = state
     app[_OPENAPI_KEY] = orjson.dumps(build_document(ALL_ROUTES))
+    query.install(app, state)
     for route in ALL_ROUTES:
         handler = _enveloped(route.handler) if route.is_enveloped else route.handler
         app.router.add_route(route.method, route.path, handler, name=route.operation_id)

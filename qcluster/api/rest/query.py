@@ -4,16 +4,18 @@ legacy ``/points/search`` (and its batch)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+import functools
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
 from qcluster.api.rest._parse import check_collection_name, loads_object
 from qcluster.api.rest._parse_query import ParsedQuery, parse_query, parse_query_batch, parse_search, parse_search_batch
 from qcluster.api.rest._render import render_record, render_scored_point
-from qcluster.api.rest._request import read_body, run_storage, timeout_param
+from qcluster.api.rest._batcher import Batcher
+from qcluster.api.rest._request import NodeState, read_body, run_storage, state_of, timeout_param
 from qcluster.api.rest._route import Route
-from qcluster.errors import InvalidRequest, NotFound
+from qcluster.errors import InvalidRequest, NotFound, QclusterError
 from qcluster.types import PayloadSelector, QueryRequest, ScoredPoint
 
 if TYPE_CHECKING:
@@ -84,10 +86,65 @@ def _run_queries(collection: Collection, queries: list[ParsedQuery]) -> list[lis
     return [answer for answer in answers if answer is not None]
 
 
-def _query_sync(toc: TableOfContents, *, name: str, body: bytes) -> dict[str, Any]:
-    collection = toc.collection(name)
-    parsed = parse_query(loads_object(body), config=collection.config)
-    return {"points": _run_queries(collection, [parsed])[0]}
+def _query_many_sync(state: NodeState, items: list[tuple[str, bytes]]) -> list[dict[str, Any] | BaseException]:
+    """Answer single queries from several requests together (see ``_batcher``).
+
+    Each request keeps its own errors: a bad body or an unknown collection
+    fails that request only; a storage failure fails the requests of that
+    collection.
+    """
+    outcomes: list[dict[str, Any] | BaseException | None] = [None] * len(items)
+    by_collection: dict[str, list[int]] = {}
+    for position, (name, _body) in enumerate(items):
+        by_collection.setdefault(name, []).append(position)
+    for name, positions in by_collection.items():
+        try:
+            collection = state.ready_toc().collection(name)
+        except QclusterError as error:
+            for position in positions:
+                outcomes[position] = error
+            continue
+        parsed: list[ParsedQuery] = []
+        parsed_positions: list[int] = []
+        for position in positions:
+            try:
+                parsed.append(parse_query(loads_object(items[position][1]), config=collection.config))
+                parsed_positions.append(position)
+            except QclusterError as error:
+                outcomes[position] = error
+        try:
+            answers = _run_queries(collection, parsed) if parsed else []
+        except QclusterError as error:
+            answers = [error] * len(parsed)  # type: ignore[list-item]
+        for position, answer in zip(parsed_positions, answers, strict=True):
+            outcomes[position] = answer if isinstance(answer, BaseException) else {"points": answer}
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+_BATCHER_KEY: Final = web.AppKey("qcluster_query_batcher", Batcher)
+# Up to this many single queries share one executor job and one FAISS call.
+_QUERY_BATCH_MAX: Final = 64
+# Batches in flight at once: one per core keeps both busy without queueing in the pool.
+_QUERY_BATCHES_PARALLEL: Final = 2
+
+
+def install(app: web.Application, state: NodeState) -> None:
+    """Give the application its query batcher (see ``_batcher``)."""
+    app[_BATCHER_KEY] = Batcher(
+        executor=state.executor,
+        run_batch=functools.partial(_query_many_sync, state),
+        batch_max=_QUERY_BATCH_MAX,
+        parallel_max=_QUERY_BATCHES_PARALLEL,
+    )
+
+
+async def query_points(request: web.Request) -> Any:
+    name = check_collection_name(request.match_info["collection_name"])
+    timeout_param(request)
+    state_of(request).ready_toc()
+    body = await read_body(request)
+    return await request.app[_BATCHER_KEY].submit((name, body))
 
 
 def _query_batch_sync(toc: TableOfContents, *, name: str, body: bytes) -> list[dict[str, Any]]:
@@ -120,7 +177,6 @@ def _read_handler(function: Any) -> Any:
     return handle
 
 
-query_points = _read_handler(_query_sync)
 query_batch_points = _read_handler(_query_batch_sync)
 search_points = _read_handler(_search_sync)
 search_batch_points = _read_handler(_search_batch_sync)
