@@ -1,0 +1,93 @@
+"""The query Batcher: coalesces under load, isolates errors, survives cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+import pytest
+
+from qcluster.api.rest._batcher import Batcher
+
+
+def _run(coroutine):  # type: ignore[no-untyped-def]
+    return asyncio.run(coroutine)
+
+
+def test_lone_request_runs_at_once_and_load_coalesces() -> None:
+    release = threading.Event()
+    seen: list[list[int]] = []
+
+    def run_batch(items: list[int]) -> list[int | BaseException]:
+        seen.append(list(items))
+        if len(seen) == 1:
+            release.wait(5)  # hold the first batch so the others queue up behind it
+        return [item * 10 for item in items]
+
+    async def scenario() -> list[int]:
+        with concurrent.futures.ThreadPoolExecutor(2) as executor:
+            batcher = Batcher(executor=executor, run_batch=run_batch, batch_max=8, parallel_max=1)
+            first = asyncio.ensure_future(batcher.submit(0))
+            await asyncio.sleep(0.05)
+            rest = [asyncio.ensure_future(batcher.submit(n)) for n in range(1, 6)]
+            await asyncio.sleep(0.05)
+            release.set()
+            return await asyncio.gather(first, *rest)
+
+    assert _run(scenario()) == [0, 10, 20, 30, 40, 50]
+    assert seen == [[0], [1, 2, 3, 4, 5]], "one lone batch, then the queued five together"
+
+
+def test_errors_stay_with_their_item() -> None:
+    def run_batch(items: list[int]) -> list[int | BaseException]:
+        return [ValueError(f"bad {item}") if item % 2 else item for item in items]
+
+    async def scenario() -> list[object]:
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(executor=executor, run_batch=run_batch, batch_max=8, parallel_max=1)
+            return await asyncio.gather(*(batcher.submit(n) for n in range(4)), return_exceptions=True)
+
+    outcomes = _run(scenario())
+    assert outcomes[0] == 0 and outcomes[2] == 2
+    assert isinstance(outcomes[1], ValueError) and isinstance(outcomes[3], ValueError)
+
+
+def test_a_failing_batch_fails_its_items_only() -> None:
+    def run_batch(items: list[int]) -> list[int | BaseException]:
+        if 99 in items:
+            raise RuntimeError("storage broke")
+        return items
+
+    async def scenario() -> tuple[object, object]:
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(executor=executor, run_batch=run_batch, batch_max=1, parallel_max=1)
+            bad, good = await asyncio.gather(batcher.submit(99), batcher.submit(1), return_exceptions=True)
+            return bad, good
+
+    bad, good = _run(scenario())
+    assert isinstance(bad, RuntimeError)
+    assert good == 1
+
+
+def test_cancelling_the_running_batch_owner_still_answers_the_others() -> None:
+    release = threading.Event()
+
+    def run_batch(items: list[int]) -> list[int | BaseException]:
+        release.wait(5)
+        return items
+
+    async def scenario() -> list[int]:
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(executor=executor, run_batch=run_batch, batch_max=8, parallel_max=1)
+            owner = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0.02)
+            queued = [asyncio.ensure_future(batcher.submit(n)) for n in (2, 3)]
+            await asyncio.sleep(0.02)
+            owner.cancel()
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await owner
+            return await asyncio.wait_for(asyncio.gather(*queued), 5)
+
+    assert _run(scenario()) == [2, 3]
