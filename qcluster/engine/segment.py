@@ -18,12 +18,14 @@ Threading: a segment is guarded by its shard's lock; it has none of its own.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from typing import Any, Final, final
 
 import numpy as np
 
-from qcluster.engine.payload_index import FieldIndex
+from qcluster.engine.filters import Filter
+from qcluster.engine.payload_index import FieldIndex, evaluate_filter
 from qcluster.types import CollectionConfig, PayloadFieldSchema, PayloadSchemaType, PointId
 
 __all__ = ["NOT_DELETED", "Segment", "VectorColumn"]
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 NOT_DELETED: Final = np.iinfo(np.int64).max
 _INITIAL_CAPACITY: Final = 256
+# Filter masks kept per segment (a 100 000-row segment: ~100 KB each).
+_FILTER_CACHE_ENTRIES: Final = 32
 
 
 def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
@@ -99,6 +103,9 @@ class Segment:
         # Bumped by every change of rows or tombstones; keys the searchable-mask cache.
         self._mutations = 0
         self._searchable_cache: dict[str, tuple[int, np.ndarray, int]] = {}
+        # (vector name, filter) -> (mutations, mask, count); readers share it.
+        self._filter_cache: dict[tuple[str, Filter], tuple[int, np.ndarray, int]] = {}
+        self._filter_cache_lock = threading.Lock()
 
     # ----------------------------------------------------------------- writing
 
@@ -253,6 +260,28 @@ class Segment:
         self._searchable_cache[name] = (self._mutations, mask, count)
         return mask, count
 
+    def searchable_filtered(self, name: str, filter: Filter) -> tuple[np.ndarray, int]:
+        """``searchable(name)`` restricted by ``filter``, and its count.
+
+        Cached per filter until the next write to this segment: a filter that
+        repeats across queries (a tenant, a date range) is evaluated once per
+        segment version, not once per query. The caller must not modify the mask.
+        """
+        key = (name, filter)
+        with self._filter_cache_lock:
+            cached = self._filter_cache.get(key)
+        if cached is not None and cached[0] == self._mutations:
+            return cached[1], cached[2]
+        mutations = self._mutations
+        base, _count = self.searchable(name)
+        mask = base & evaluate_filter(filter, self)
+        count = int(np.count_nonzero(mask))
+        with self._filter_cache_lock:
+            if len(self._filter_cache) >= _FILTER_CACHE_ENTRIES:
+                self._filter_cache.pop(next(iter(self._filter_cache)))
+            self._filter_cache[key] = (mutations, mask, count)
+        return mask, count
+
     def vector_bytes(self) -> int:
         return sum(self.count * column.dim * 4 for column in self.vectors.values())
 
@@ -291,9 +320,11 @@ class Segment:
         index = FieldIndex(key, schema)
         index.add_many(0, self.payloads)
         self.field_indexes[key] = index
+        self._mutations += 1  # a text index changes what a text match means
 
     def drop_field_index(self, key: str) -> None:
         self.field_indexes.pop(key, None)
+        self._mutations += 1
 
     # ------------------------------------------------------------ row export
 

@@ -84,3 +84,12 @@ def test_planner_choices() -> None:
     assert plan(indexed, 99, is_filtered=True) == Plan.EXACT
     assert plan(indexed, 500, is_filtered=True) == Plan.HNSW_FILTERED
     assert plan(indexed, 990, is_filtered=False) == Plan.HNSW_FILTERED, "tombstones need the selector"
+
+
+def test_filtered_ef_boost_curve() -> None:
+    from qcluster.engine.planner import filtered_ef_boost
+
+    assert filtered_ef_boost(rows=100, candidates=100) == 1.0
+    assert 1.4 < filtered_ef_boost(rows=100, candidates=50) < 1.7  # ~50 %: ef x1.5 measured enough
+    assert 3.9 < filtered_ef_boost(rows=100, candidates=11) < 4.6  # ~11 %: ef x4 measured enough
+    assert filtered_ef_boost(rows=1000, candidates=1) == 6.0  # capped; the exact path serves such filters

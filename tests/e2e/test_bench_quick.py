@@ -1,0 +1,62 @@
+"""The benchmark harness end to end: ``python -m bench.run --quick`` (raw FAISS
+and a real qcluster server on 5 000 pypi points) into a tmp dir, within 60 s."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUDGET_S = 60.0
+
+
+@pytest.mark.e2e
+def test_bench_quick(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "bench.run", "--quick", "--out", str(out)], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=2 * BUDGET_S)
+    finally:
+        if process.poll() is None:  # SIGTERM lets the harness stop its workers and their servers
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+    elapsed = time.monotonic() - started
+    assert process.returncode == 0, f"harness failed:\n{stdout}\n{stderr[-4000:]}"
+    assert elapsed < BUDGET_S, f"--quick took {elapsed:.1f} s"
+
+    (json_path,) = out.glob("pypi-*.json")
+    run = json.loads(json_path.read_text())
+    assert run["dataset"]["points"] == 5000
+    assert run["machine"]["cores"] >= 1 and run["machine"]["python"]
+    results = {result["system"]: result for result in run["results"]}
+    assert set(results) == {"faiss", "qcluster"}
+    default_ef = run["config"]["default_ef"]
+    for name, result in results.items():
+        assert result["errors"] == {}, (name, result["errors"])
+        assert result["versions"], name
+        at_default = next(entry for entry in result["sweep"] if entry["ef"] == default_ef)
+        assert at_default["recall_at_10"] >= 0.9, (name, at_default)
+        assert at_default["qps"] > 0 and at_default["p99_ms"] > 0, (name, at_default)
+        assert [entry["ef"] for entry in result["sweep"]] == run["config"]["efs"]
+        assert result["concurrent"]["qps"] > 0 and result["batched"]["qps"] > 0, name
+        assert result["ingest"]["ingest_pts_per_s"] > 0, name
+        assert len(result["filtered"]) == len(run["filters"]) == 6, name
+        assert all(entry["qps"] > 0 for entry in result["filtered"]), name
+        assert result["memory"]["peak_rss_kb"] > 0 and result["disk_bytes"] > 0, name
+    assert results["qcluster"]["ingest"]["indexed_s"] >= results["qcluster"]["ingest"]["upload_s"]
+    assert json_path.with_suffix(".md").is_file()
+    assert "| qcluster |" in json_path.with_suffix(".md").read_text()
+    (png,) = out.glob("pypi-*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
