@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit e2e clean
+.PHONY: install run test unit e2e clean bench bench-quick bench-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,34 @@ unit: install
 e2e: install
 	$(PY) -m pytest -q tests/e2e
 
+# Benchmarks (bench/README.md). The peers live in their own venv so that
+# `make test` stays light; a peer that fails to install is written to
+# .venv-bench/install-<peer>.failed and reported in the results.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_PEERS := chromadb milvus-lite lancedb
+
+$(BENCH_STAMP): pyproject.toml bench/requirements.txt $(foreach peer,$(BENCH_PEERS),bench/requirements-$(peer).txt)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(BENCH_PY) -m pip install --quiet -e . -r bench/requirements.txt
+	@for peer in $(BENCH_PEERS); do \
+		rm -f $(BENCH_VENV)/install-$$peer.failed; \
+		if ! $(BENCH_PY) -m pip install --quiet -r bench/requirements-$$peer.txt > $(BENCH_VENV)/install-$$peer.log 2>&1; then \
+			tail -n 20 $(BENCH_VENV)/install-$$peer.log > $(BENCH_VENV)/install-$$peer.failed; \
+			echo "bench: $$peer did not install (see $(BENCH_VENV)/install-$$peer.log); it will be reported as failed"; \
+		fi; \
+	done
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_PY) -m bench.run --dataset pypi,synthetic --systems faiss,qcluster,qdrant-local,chromadb,milvus-lite,lancedb --out bench/results
+
+bench-quick: install
+	$(PY) -m bench.run --quick
+
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) data .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmark harness: qcluster against raw FAISS and embedded peers (``python -m bench.run``)."""

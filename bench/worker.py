@@ -1,0 +1,163 @@
+"""Benchmark ONE system in this process: ``python -m bench.worker SYSTEM WORKLOAD_DIR WORKDIR``.
+
+Prints one JSON object (the system's results) as the last line of stdout.
+Running each system in its own process keeps peak RSS per system and lets a
+crashing or missing peer fail alone. Each phase records its own error and the
+others still run; the system is closed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.datasets import load as load_dataset
+from bench.metrics import recall_at_k
+from bench.systems import system_class
+from bench.systems.base import System, descendants, proc_status_kb
+from bench.workload import Workload
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()[:2000]
+
+
+def _memory(system: System, baseline_kb: int) -> dict[str, Any]:
+    server = system.memory_kb()
+    if server is not None:
+        return server
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = {pid: proc_status_kb(pid, "VmHWM") or 0 for pid in descendants(os.getpid())}
+    return {"peak_rss_kb": own_peak - baseline_kb + sum(children.values()),
+            "worker_peak_rss_kb": own_peak, "dataset_baseline_kb": baseline_kb,
+            "children_vmhwm_kb": sum(children.values()),
+            "source": "worker peak RSS minus its RSS after loading the dataset, plus child processes' VmHWM"}
+
+
+PARTIAL_NAME = "partial-result.json"
+
+
+def save_partial(result: dict[str, Any], workdir: Path) -> None:
+    """After each phase: if the harness must kill this worker (time limit), it keeps what was measured."""
+    temporary = workdir / (PARTIAL_NAME + ".tmp")
+    temporary.write_text(json.dumps(result, default=_json_default))
+    os.replace(temporary, workdir / PARTIAL_NAME)
+
+
+def _json_default(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"system": system_name, "errors": {}}
+    dataset = load_dataset(workload.spec)
+    baseline_kb = proc_status_kb(os.getpid(), "VmRSS") or 0
+    config = workload.config
+    gt = workload.gt()
+    try:
+        cls = system_class(system_name)
+    except Exception as exc:
+        result["errors"]["import"] = _error(exc)
+        failed = Path(sys.prefix) / f"install-{system_name}.failed"  # written by `make bench-venv`
+        if failed.exists():
+            result["errors"]["install"] = failed.read_text(errors="replace")[-2000:]
+        return result
+    result.update(knob=cls.knob, sweeps=cls.sweeps)
+    if cls.max_points is not None and dataset.n > cls.max_points:
+        result["errors"]["skipped"] = (f"not run: {dataset.n} points is above this harness's cap of "
+                                       f"{cls.max_points} for {system_name} ({cls.max_points_reason})")
+        return result
+    try:
+        system = cls(workdir, dataset, config)
+    except Exception as exc:
+        result["errors"]["start"] = _error(exc)
+        return result
+    try:
+        try:
+            result["versions"] = system.versions()
+        except Exception as exc:
+            result["errors"]["versions"] = _error(exc)
+        started = time.perf_counter()
+        ingest = system.ingest()
+        ingest["points"] = dataset.n
+        ingest["ingest_pts_per_s"] = dataset.n / ingest["upload_s"]
+        ingest.setdefault("index_s", ingest["indexed_s"] - ingest["upload_s"])
+        result["ingest"] = ingest
+        save_partial(result, workdir)
+        print(f"[{system_name}] ingest {ingest['upload_s']:.1f} s, indexed after {ingest['indexed_s']:.1f} s "
+              f"(wall {time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+        queries = dataset.queries
+        qpath = workload.queries_path
+        max_s = config.max_seconds_per_load
+
+        def measure(label: str, truth: np.ndarray, **kwargs: Any) -> dict[str, Any] | None:
+            try:
+                outcome = system.run_load(**kwargs)
+            except Exception as exc:
+                result["errors"][label] = _error(exc)
+                traceback.print_exc()
+                return None
+            summary = outcome.summary()
+            summary["recall_at_10"] = recall_at_k(outcome.ids, truth)
+            print(f"[{system_name}] {label}: qps {summary['qps']}, recall {summary['recall_at_10']}",
+                  file=sys.stderr, flush=True)
+            return summary
+
+        def checkpoint(key: str, value: Any) -> None:
+            result[key] = value
+            save_partial(result, workdir)
+
+        sweep = []
+        for ef in (config.efs if cls.sweeps else (config.default_ef,)):
+            entry = measure(f"sweep ef={ef}", mode="single", queries=queries, queries_path=qpath, ef=ef,
+                            spec=None, max_seconds=max_s, truth=gt)
+            if entry is not None:
+                sweep.append({"ef": ef, **entry})
+                checkpoint("sweep", sweep)
+        result["sweep"] = sweep
+        result["concurrent"] = measure("concurrent", mode="concurrent", queries=queries, queries_path=qpath,
+                                       ef=config.default_ef, spec=None, max_seconds=max_s, truth=gt)
+        result["batched"] = measure("batched", mode="batched", queries=queries, queries_path=qpath,
+                                    ef=config.default_ef, spec=None, max_seconds=max_s, truth=gt)
+        save_partial(result, workdir)
+        filtered: list[dict[str, Any]] = []
+        fcount = workload.filtered_query_count()
+        for index, spec in enumerate(workload.filters):
+            entry = measure(f"filter {spec.label}", mode="single", queries=queries[:fcount], queries_path=qpath,
+                            ef=config.default_ef, spec=spec, max_seconds=max_s, truth=workload.filtered_gt(index))
+            if entry is not None:
+                filtered.append({"label": spec.label, "kind": spec.kind, "filter": spec.describe(),
+                                 "selectivity": spec.selectivity, **entry})
+                checkpoint("filtered", filtered)
+        result["filtered"] = filtered
+        result["memory"] = _memory(system, baseline_kb)
+        result["disk_bytes"] = system.disk_bytes()
+    except Exception as exc:
+        result["errors"]["run"] = _error(exc)
+        traceback.print_exc()
+    finally:
+        try:
+            system.close()
+        except Exception as exc:
+            result["errors"]["close"] = _error(exc)
+        result["notes"] = system.notes
+    return result
+
+
+def main() -> None:
+    system_name, workload_dir, workdir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = run(system_name, Workload.read(workload_dir), workdir)
+    print(json.dumps(result, default=_json_default))
+
+
+if __name__ == "__main__":
+    main()
