@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import uuid
 from array import array
@@ -53,6 +54,8 @@ __all__ = ["FieldIndex", "is_uuid_text"]
 
 _OFFSET_MAX: Final = 2**31 - 1  # offsets are stored as int32
 _FORMAT_VERSION: Final = 1
+# Up to this many values, ``any`` unions cached per-value arrays; beyond, one flat pass.
+_UNION_PER_VALUE_MAX: Final = 64
 
 assert array("i").itemsize == 4, "offsets are int32"
 assert array("q").itemsize == 8
@@ -275,10 +278,18 @@ class FieldIndex:
 
     def _union_mask(self, values: Iterable[Hashable], n: int) -> np.ndarray:
         result = np.zeros(n, dtype=bool)
-        for value in values:
-            offsets = self._posting_array(value)
-            if offsets is not None:
+        present = [value for value in values if value in self._postings]
+        if len(present) <= _UNION_PER_VALUE_MAX:
+            for value in present:
+                offsets = self._posting_array(value)
+                assert offsets is not None
                 result[offsets] = True
+            return result
+        # A long ``any`` list: one numpy assignment for all values instead of
+        # one (and one cached array) per value.
+        postings = self._postings
+        flat = itertools.chain.from_iterable(postings[value] for value in present)
+        result[np.fromiter(flat, dtype=np.int64)] = True
         return result
 
     def _except_mask(self, excluded: Iterable[Hashable], n: int) -> np.ndarray:

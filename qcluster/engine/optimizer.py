@@ -193,13 +193,16 @@ def _build(
         if not _should_index(shard, name, segment.count):
             continue
         hnsw = shard.config.hnsw_for(name)
-        segment.hnsw[name] = vector_index.build_hnsw(
+        index = vector_index.build_hnsw(
             distance=params.distance,
             matrix=segment.vectors[name].matrix,
             m=hnsw.m,
             ef_construct=hnsw.ef_construct,
             should_stop=shard.is_closing.is_set,
         )
+        segment.hnsw[name] = index
+        # The index holds the vectors; drop the separate copy.
+        segment.vectors[name].matrix = vector_index.stored_vectors(index)
     return segment, exported
 
 
@@ -234,6 +237,8 @@ def _replace(
                 remaining.insert(position, segment)
             shard.sealed = remaining
         _write_checkpoint(shard, seq_no=seq_no, wal_index=wal_index, schemas=schemas)
+        if shard.wal.next_index == wal_index:
+            shard.wal.rotate()  # nothing was logged during the build: the old file can go
         shard.wal.truncate_before(wal_index)
     for sources, segment, _exported in built:
         for source in sources:
@@ -301,6 +306,7 @@ def _checkpoint_only(shard: LocalShard) -> None:
             return
         wal_index = shard.wal.next_index
         _write_checkpoint(shard, seq_no=shard.last_seq, wal_index=wal_index, schemas=dict(shard.field_schemas))
+        shard.wal.rotate()
         shard.wal.truncate_before(wal_index)
 
 

@@ -7,9 +7,10 @@
       ids.msgpack        point ids by offset
       payloads.msgpack   payloads by offset
       versions.npy       int64 versions by offset
-      vectors-<i>.npy    float32 rows of vector column i   (memory-mapped when on_disk)
+      vectors-<i>.npy    float32 rows of vector column i without HNSW (memory-mapped when on_disk)
       present-<i>.npy    bool presence of vector column i
-      hnsw-<i>.faiss     FAISS HNSW index of column i, when built
+      hnsw-<i>.faiss     FAISS HNSW-Flat index of column i, when built; it holds the
+                         column's vectors too, which are read from it (no second copy)
 
 A segment is written into ``<dir>.tmp``, every file fsynced, then renamed into
 place, so a crash leaves either no segment or a whole one. Tombstones are not
@@ -72,9 +73,10 @@ def write_segment(segment: Segment, directory: Path) -> None:
     _write_file(temporary / "versions.npy", _npy_bytes(segment.versions[:count]), checksums)
     columns: dict[str, Any] = {}
     for position, (name, column) in enumerate(sorted(segment.vectors.items())):
-        _write_file(temporary / f"vectors-{position}.npy", _npy_bytes(column.matrix[:count]), checksums)
-        _write_file(temporary / f"present-{position}.npy", _npy_bytes(column.present[:count]), checksums)
         has_hnsw = name in segment.hnsw
+        if not has_hnsw:  # an HNSW-Flat file holds the vectors itself
+            _write_file(temporary / f"vectors-{position}.npy", _npy_bytes(column.matrix[:count]), checksums)
+        _write_file(temporary / f"present-{position}.npy", _npy_bytes(column.present[:count]), checksums)
         if has_hnsw:
             path = temporary / f"hnsw-{position}.faiss"
             vector_index.write_index(segment.hnsw[name], path)
@@ -142,15 +144,17 @@ def read_segment(
             continue  # the vector was removed from the collection config
         position = column["position"]
         on_disk = config.vectors[name].on_disk
-        matrix = _read_npy(directory / f"vectors-{position}.npy", checksums, mmap=on_disk)
         present = _read_npy(directory / f"present-{position}.npy", checksums, mmap=False)
-        if matrix.dtype != np.float32:
-            raise DataCorruption(f"segment {directory}: vectors of {name!r} are {matrix.dtype}, not float32")
-        vectors[name] = (matrix, present)
         if column["has_hnsw"]:
             path = directory / f"hnsw-{position}.faiss"
             _check_streaming(path, checksums)
             indexes[name] = vector_index.read_index(path, mmap=on_disk)
+            matrix = vector_index.stored_vectors(indexes[name])
+        else:
+            matrix = _read_npy(directory / f"vectors-{position}.npy", checksums, mmap=on_disk)
+        if matrix.dtype != np.float32 or matrix.shape != (count, column["dim"]):
+            raise DataCorruption(f"segment {directory}: vectors of {name!r} are {matrix.dtype} {matrix.shape}")
+        vectors[name] = (matrix, present)
     segment.assign_columns(ids=list(ids), payloads=list(payloads), versions=versions, vectors=vectors)
     segment.hnsw = indexes
     for key, schema in field_schemas.items():
@@ -171,8 +175,10 @@ def map_on_disk_vectors(segment: Segment, directory: Path) -> None:
         if params is None or not params.on_disk:
             continue
         position = column["position"]
-        mapped = np.load(directory / f"vectors-{position}.npy", mmap_mode="r", allow_pickle=False)
-        assert mapped.shape == segment.vectors[name].matrix.shape
-        segment.vectors[name].matrix = mapped
         if column["has_hnsw"]:
             segment.hnsw[name] = vector_index.read_index(directory / f"hnsw-{position}.faiss", mmap=True)
+            mapped = vector_index.stored_vectors(segment.hnsw[name])
+        else:
+            mapped = np.load(directory / f"vectors-{position}.npy", mmap_mode="r", allow_pickle=False)
+        assert mapped.shape == segment.vectors[name].matrix.shape
+        segment.vectors[name].matrix = mapped

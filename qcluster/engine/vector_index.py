@@ -24,6 +24,7 @@ from qcluster.types import Distance
 
 __all__ = [
     "BuildCancelled",
+    "stored_vectors",
     "build_hnsw",
     "exact_top_k",
     "hnsw_top_k",
@@ -209,6 +210,22 @@ def hnsw_top_k(
                 keys = -raw
         results.append((keys.astype(np.float32), labels[row][found].astype(np.int64)))
     return results
+
+
+def stored_vectors(index: faiss.Index) -> np.ndarray:
+    """The vectors an HNSW-Flat index stores, as a read-only numpy view (no copy).
+
+    An indexed column keeps its vectors only here, not twice. The view is
+    valid while ``index`` lives: the segment holds both.
+    """
+    rows, dim = int(index.ntotal), int(index.d)
+    if rows == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    storage = faiss.downcast_index(index.storage)
+    view = faiss.rev_swig_ptr(storage.get_xb(), rows * dim).reshape(rows, dim)
+    view.flags.writeable = False
+    assert view.dtype == np.float32
+    return view
 
 
 def write_index(index: faiss.Index, path: Path) -> None:

@@ -179,6 +179,12 @@ class Wal:
             for payload, _end in self._iter_file(path, tolerate_torn_tail=is_last):
                 yield payload
 
+    def rotate(self) -> None:
+        """Continue in a new file, so the current one can be dropped once checkpointed."""
+        assert self._handle is not None, "WAL is closed"
+        if self._handle_size > 0:
+            self._open_new_file(first_index=self._next_index)
+
     def truncate_before(self, index: int) -> int:
         """Delete files whose records all have an index below ``index``. Returns files removed."""
         removed = 0

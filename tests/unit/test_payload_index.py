@@ -425,3 +425,20 @@ def test_serialized_indexes_answer_the_same(
 def test_corrupt_index_bytes_are_reported() -> None:
     with pytest.raises(DataCorruption):
         FieldIndex.from_bytes(b"not an archive")
+
+
+def test_long_match_any_list_takes_the_flat_path_and_stays_exact() -> None:
+    from qcluster.engine._field_index import _UNION_PER_VALUE_MAX
+    from qcluster.engine.filters import parse_filter
+    from qcluster.types import PayloadFieldSchema, PayloadSchemaType
+
+    index = FieldIndex("k", PayloadFieldSchema(type=PayloadSchemaType.KEYWORD))
+    payloads = [{"k": [f"v{row % 500}", f"w{row % 7}"]} if row % 11 else {"k": row} for row in range(2000)]
+    index.add_many(0, payloads)
+    wanted = [f"v{value}" for value in range(0, 500, 2)] + ["absent"]
+    assert len(wanted) > _UNION_PER_VALUE_MAX
+    condition = parse_filter({"must": [{"key": "k", "match": {"any": wanted}}]}).must[0]
+    mask = index.mask(condition, len(payloads))
+    assert mask is not None
+    expected = [isinstance(p["k"], list) and p["k"][0] in set(wanted) for p in payloads]
+    assert mask.tolist() == expected

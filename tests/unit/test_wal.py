@@ -110,3 +110,17 @@ def test_any_cut_keeps_a_prefix(tmp_path_factory: pytest.TempPathFactory, payloa
     assert recovered == payloads[: len(recovered)]
     if cut == 0:
         assert recovered == payloads
+
+
+def test_rotate_lets_a_checkpointed_file_go(tmp_path: Path) -> None:
+    wal = Wal(tmp_path, file_size_max_bytes=1 << 20)
+    for n in range(5):
+        wal.append(bytes([n]))
+    wal.sync()
+    wal.rotate()
+    assert wal.truncate_before(wal.next_index) == 1
+    assert list(wal.read_all()) == []
+    wal.append(b"next")
+    wal.sync()
+    wal.close()
+    assert _records(tmp_path) == [b"next"]
