@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import re
 import json
 import uuid
 from array import array
@@ -54,6 +55,10 @@ __all__ = ["FieldIndex", "is_uuid_text"]
 
 _OFFSET_MAX: Final = 2**31 - 1  # offsets are stored as int32
 _FORMAT_VERSION: Final = 1
+# Keys that name a top-level field (no path syntax): their scalar values take the bulk fast path.
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9_\-]+")
+# Integers up to this magnitude are exact as float64 (range columns are float64).
+_INT_EXACT_MAX: Final = 2**53
 # Up to this many values, ``any`` unions cached per-value arrays; beyond, one flat pass.
 _UNION_PER_VALUE_MAX: Final = 64
 
@@ -125,9 +130,60 @@ class FieldIndex:
         assert start_offset == self._count, f"offsets arrive in order: expected {self._count}, got {start_offset}"
         assert start_offset + len(payloads) - 1 <= _OFFSET_MAX
         key = self.key
+        fast = self._fast_scalar_type()
         for position, payload in enumerate(payloads):
-            self._index_row(start_offset + position, get_values(payload, key))
+            offset = start_offset + position
+            if fast is not None and payload is not None:
+                value = payload.get(key)
+                # ``type() is``: bool is a subclass of int and must not pass.
+                if type(value) is fast:
+                    self._index_scalar(offset, value)
+                    continue
+            self._index_row(offset, get_values(payload, key))
         assert self._count == start_offset + len(payloads)
+
+    def _fast_scalar_type(self) -> type | None:
+        """The Python type whose top-level scalar values take ``_index_scalar``, if any."""
+        if not _PLAIN_KEY.fullmatch(self.key):
+            return None
+        match self.schema.type:
+            case PayloadSchemaType.KEYWORD:
+                return str
+            case PayloadSchemaType.INTEGER if self.schema.lookup:
+                return int
+            case _:
+                return None
+
+    def _index_scalar(self, offset: int, value: Hashable) -> None:
+        """``_index_row`` for one correctly typed scalar: same effect, less work."""
+        offsets = self._postings.get(value)
+        if offsets is None:
+            self._postings[value] = [offset]
+        else:
+            offsets.append(offset)
+            self._posting_arrays.pop(value, None)
+        if self._has_numeric_column:
+            assert isinstance(value, int)
+            if -_INT_EXACT_MAX <= value <= _INT_EXACT_MAX:
+                self._column_values.append(float(value))
+                self._column_offsets.append(offset)
+                self._column_cache = None
+            else:
+                # Outside float's exact range: let the general path decide.
+                self._undo_posting(value, offset)
+                self._index_row(offset, [value])
+                return
+        self._has_value.append(True)
+        self._wrong_type.append(False)
+        self._distinct.append(1)
+        self._count += 1
+
+    def _undo_posting(self, value: Hashable, offset: int) -> None:
+        offsets = self._postings[value]
+        assert offsets[-1] == offset
+        offsets.pop()
+        if not offsets:
+            del self._postings[value]
 
     def _index_row(self, offset: int, values: list[Any]) -> None:
         posting_values, numbers, has_value, has_wrong_type = self._classify(values)
