@@ -123,14 +123,22 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
                 sweep.append({"ef": ef, **entry})
                 checkpoint("sweep", sweep)
         result["sweep"] = sweep
-        result["concurrent"] = measure("concurrent", mode="concurrent", queries=queries, queries_path=qpath,
-                                       ef=config.default_ef, spec=None, max_seconds=max_s, truth=gt)
+        if system.is_thread_safe:
+            result["concurrent"] = measure("concurrent", mode="concurrent", queries=queries, queries_path=qpath,
+                                           ef=config.default_ef, spec=None, max_seconds=max_s, truth=gt)
+        else:
+            result["errors"]["concurrent"] = f"skipped: {system.unsafe_reason}"
         result["batched"] = measure("batched", mode="batched", queries=queries, queries_path=qpath,
                                     ef=config.default_ef, spec=None, max_seconds=max_s, truth=gt)
         save_partial(result, workdir)
         filtered: list[dict[str, Any]] = []
         fcount = workload.filtered_query_count()
         for index, spec in enumerate(workload.filters):
+            if system.filter_names_max is not None and len(spec.names) > system.filter_names_max:
+                result["errors"][f"filter {spec.label}"] = (
+                    f"skipped: {len(spec.names)} names exceed this system's bound of {system.filter_names_max} "
+                    "(a single query would run for minutes)")
+                continue
             entry = measure(f"filter {spec.label}", mode="single", queries=queries[:fcount], queries_path=qpath,
                             ef=config.default_ef, spec=spec, max_seconds=max_s, truth=workload.filtered_gt(index))
             if entry is not None:

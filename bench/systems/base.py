@@ -73,6 +73,11 @@ class System(abc.ABC):
     in_process: ClassVar[bool] = True        # memory is the worker's own (+ its children)
     max_points: ClassVar[int | None] = None  # above this the worker reports "skipped" instead of running
     max_points_reason: ClassVar[str] = ""
+    # A filter listing more names than this is skipped (one query would run for minutes).
+    filter_names_max: ClassVar[int | None] = None
+    # False: the concurrent phase is skipped with ``unsafe_reason`` instead of run.
+    is_thread_safe: ClassVar[bool] = True
+    unsafe_reason: ClassVar[str] = ""
 
     def __init__(self, workdir: Path, dataset: Dataset, config: RunConfig) -> None:
         self.workdir = workdir
