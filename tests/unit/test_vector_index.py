@@ -90,6 +90,6 @@ def test_filtered_ef_boost_curve() -> None:
     from qcluster.engine.planner import filtered_ef_boost
 
     assert filtered_ef_boost(rows=100, candidates=100) == 1.0
-    assert 1.4 < filtered_ef_boost(rows=100, candidates=50) < 1.7  # ~50 %: ef x1.5 measured enough
-    assert 3.9 < filtered_ef_boost(rows=100, candidates=11) < 4.6  # ~11 %: ef x4 measured enough
-    assert filtered_ef_boost(rows=1000, candidates=1) == 6.0  # capped; the exact path serves such filters
+    assert 1.5 <= filtered_ef_boost(rows=100, candidates=50) < 1.8  # ~50 %: ef x1.5 measured enough
+    assert filtered_ef_boost(rows=1000, candidates=102) >= 5.0  # ~10 %: ef x5 measured needed
+    assert filtered_ef_boost(rows=1000, candidates=1) == 7.0  # capped; the exact path serves such filters
