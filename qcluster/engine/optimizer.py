@@ -174,15 +174,20 @@ def _build(
     if sum(len(part["ids"]) for part in parts) == 0:
         return None, exported
     segment = Segment(segment_id=segment_id, config=shard.config, field_schemas={}, is_appendable=False)
+
+    def joined(column: list[np.ndarray]) -> np.ndarray:
+        # One part: keep it as exported (maybe a view of the source) instead of copying.
+        return column[0] if len(column) == 1 else np.concatenate(column)
+
     segment.assign_columns(
         ids=[point_id for part in parts for point_id in part["ids"]],
         payloads=[payload for part in parts for payload in part["payloads"]],
-        versions=np.concatenate([part["versions"] for part in parts]),
-        deleted_seq=np.concatenate([part["deleted_seq"] for part in parts]),
+        versions=joined([part["versions"] for part in parts]),
+        deleted_seq=joined([part["deleted_seq"] for part in parts]),
         vectors={
             name: (
-                np.concatenate([part["vectors"][name][0] for part in parts]),
-                np.concatenate([part["vectors"][name][1] for part in parts]),
+                joined([part["vectors"][name][0] for part in parts]),
+                joined([part["vectors"][name][1] for part in parts]),
             )
             for name in shard.config.vectors
         },
@@ -203,6 +208,10 @@ def _build(
         segment.hnsw[name] = index
         # The index holds the vectors; drop the separate copy.
         segment.vectors[name].matrix = vector_index.stored_vectors(index)
+    for name, column in segment.vectors.items():
+        if name not in segment.hnsw and column.matrix.base is not None:
+            # A view into a source segment would keep the source's memory alive.
+            column.matrix = column.matrix.copy()
     return segment, exported
 
 

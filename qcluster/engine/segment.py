@@ -335,14 +335,18 @@ class Segment:
     def export_rows(self, offsets: Iterable[int]) -> dict[str, Any]:
         """Columns of the given rows, for building another segment from them."""
         chosen = np.fromiter(offsets, dtype=np.int64)
+        # Every row (the common case when sealing): views instead of copies.
+        # The source is frozen or sealed, so its rows no longer change; the
+        # caller copies what it keeps beyond the build.
+        is_all = chosen.shape[0] == self.count and (self.count == 0 or int(chosen[-1]) == self.count - 1)
+        rows: slice | np.ndarray = slice(0, self.count) if is_all else chosen
         return {
-            "ids": [self.ids[offset] for offset in chosen],
-            "payloads": [self.payloads[offset] for offset in chosen],
-            "versions": self.versions[chosen].copy(),
-            "deleted_seq": self.deleted_seq[chosen].copy(),
+            "ids": self.ids[: self.count] if is_all else [self.ids[offset] for offset in chosen],
+            "payloads": self.payloads[: self.count] if is_all else [self.payloads[offset] for offset in chosen],
+            "versions": self.versions[rows].copy(),
+            "deleted_seq": self.deleted_seq[rows].copy(),
             "vectors": {
-                name: (column.matrix[chosen].copy(), column.present[chosen].copy())
-                for name, column in self.vectors.items()
+                name: (column.matrix[rows], column.present[rows].copy()) for name, column in self.vectors.items()
             },
             "source_offsets": chosen,
         }
