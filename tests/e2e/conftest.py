@@ -9,6 +9,7 @@ nobody reads), and are printed when a start fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -126,23 +127,9 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
 
-@pytest.fixture
-def node(tmp_path: pathlib.Path) -> Iterator[Node]:
-    server = Node(data_dir=tmp_path / "data", log_path=tmp_path / "node.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.is_running:
-            server.stop()
-        else:
-            server.kill()
-
-
-@pytest.fixture(scope="module")
-def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """One node for a whole module (tests use distinct collection names)."""
-    base = tmp_path_factory.mktemp("shared")
+@contextlib.contextmanager
+def running_node(base: pathlib.Path) -> Iterator[Node]:
+    """A started node on ``base/data``, stopped (SIGTERM, asserted clean) or killed at exit."""
     server = Node(data_dir=base / "data", log_path=base / "node.log")
     server.start()
     try:
@@ -152,3 +139,16 @@ def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             server.stop()
         else:
             server.kill()
+
+
+@pytest.fixture
+def node(tmp_path: pathlib.Path) -> Iterator[Node]:
+    with running_node(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """One node for a whole module (tests use distinct collection names)."""
+    with running_node(tmp_path_factory.mktemp("shared")) as server:
+        yield server
