@@ -92,10 +92,9 @@ def plan_task(shard: LocalShard) -> Task | None:
     with shard.state_lock.read():
         # Index before seal: an index task folds the appendable segment into the
         # segment it builds, so a bulk load indexed at the end becomes ONE graph.
-        for segment in shard.sealed:
-            missing = [name for name in shard.config.vectors if name not in segment.hnsw]
-            if any(_should_index(shard, name, segment.live_count()) for name in missing):
-                return Task(TaskKind.INDEX, (segment.segment_id,))
+        index_task = _plan_index(shard)
+        if index_task is not None:
+            return index_task
         appendable_kb = shard.appendable.vector_bytes() / _KILOBYTE
         wal_limit = _WAL_FLUSH_FACTOR * shard.config.wal_config.wal_capacity_mb * 1024 * 1024
         if shard.appendable.count and (
@@ -113,6 +112,29 @@ def plan_task(shard: LocalShard) -> Task | None:
         if shard.appendable.count == 0 and shard.last_seq > shard.checkpoint_seq:
             return Task(TaskKind.CHECKPOINT)
     return None
+
+
+def _plan_index(shard: LocalShard) -> Task | None:
+    """Index a plain segment that has grown past the threshold — together with
+    every other plain segment that fits under ``max_segment_size``, so a bulk
+    load sealed into several plain segments gets one graph, built once."""
+    plain = [segment for segment in shard.sealed if not segment.hnsw]
+    due = [
+        segment
+        for segment in plain
+        if any(_should_index(shard, name, segment.live_count()) for name in shard.config.vectors)
+    ]
+    if not due:
+        return None
+    budget_kb = shard.config.optimizers_config.max_segment_size or _DEFAULT_MAX_SEGMENT_KB
+    chosen = [due[0]]
+    used_kb = due[0].live_vector_bytes() / _KILOBYTE
+    for segment in plain:
+        size_kb = segment.live_vector_bytes() / _KILOBYTE
+        if segment is not due[0] and used_kb + size_kb <= budget_kb:
+            chosen.append(segment)
+            used_kb += size_kb
+    return Task(TaskKind.INDEX, tuple(segment.segment_id for segment in chosen))
 
 
 def _plan_merge(shard: LocalShard) -> Task | None:

@@ -4,6 +4,7 @@ what the shard holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from pathlib import Path
@@ -300,3 +301,29 @@ def test_close_cancels_a_running_index_build(tmp_path: Path) -> None:
     shard.close()
     reopened = LocalShard.open(tmp_path, config)
     assert reopened.count(filter=None) == 200, "the WAL still holds what the cancelled build did not persist"
+
+
+def test_plain_segments_are_indexed_together(tmp_path: Path) -> None:
+    """A bulk load with indexing off, sealed into several plain segments, becomes one graph."""
+    deferred = CollectionConfig(
+        vectors={"a": VectorParams(size=DIM, distance=Distance.DOT)},
+        is_named_vectors=True,
+        hnsw_config=HnswConfig(full_scan_threshold=0),
+        optimizers_config=OptimizersConfig(indexing_threshold=0),
+    )
+    shard = LocalShard.open(tmp_path, deferred)
+    rng = np.random.default_rng(3)
+    for start in range(0, 300, 100):
+        ids = tuple(range(start, start + 100))
+        batch = PointsBatch(
+            ids=ids, vectors={"a": rng.normal(size=(100, DIM)).astype(np.float32)}, present={"a": None}, payloads=({},) * 100
+        )
+        shard.apply(UpsertPoints(points=batch))
+        optimizer.run_task(shard, optimizer.Task(optimizer.TaskKind.SEAL))  # as the WAL bound would
+    assert [bool(segment.hnsw) for segment in shard.sealed] == [False, False, False]
+    shard.config = dataclasses.replace(deferred, optimizers_config=OptimizersConfig(indexing_threshold=1))
+    task = optimizer.plan_task(shard)
+    assert task is not None and task.kind == optimizer.TaskKind.INDEX and len(task.segment_ids) == 3
+    optimizer.run_task(shard, task)
+    assert [(segment.count, bool(segment.hnsw)) for segment in shard.sealed] == [(300, True)]
+    assert optimizer.plan_task(shard) is None
