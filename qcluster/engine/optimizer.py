@@ -196,44 +196,35 @@ def _build(
     if sum(len(part["ids"]) for part in parts) == 0:
         return None, exported
     segment = Segment(segment_id=segment_id, config=shard.config, field_schemas={}, is_appendable=False)
-
-    def joined(column: list[np.ndarray]) -> np.ndarray:
-        # One part: keep it as exported (maybe a view of the source) instead of copying.
-        return column[0] if len(column) == 1 else np.concatenate(column)
-
+    rows = sum(len(part["ids"]) for part in parts)
+    vectors = {}
+    for name, params in shard.config.vectors.items():
+        matrices = [part["vectors"][name][0] for part in parts]
+        present = np.concatenate([part["vectors"][name][1] for part in parts])
+        if _should_index(shard, name, rows):
+            hnsw = shard.config.hnsw_for(name)
+            index = vector_index.build_hnsw(
+                distance=params.distance,
+                parts=matrices,
+                m=hnsw.m,
+                ef_construct=hnsw.ef_construct,
+                should_stop=shard.is_closing.is_set,
+            )
+            segment.hnsw[name] = index
+            # The index holds the vectors: they are kept once, there.
+            vectors[name] = (vector_index.stored_vectors(index), present)
+        else:
+            # A copy, never a view: a view would keep a source's memory alive.
+            vectors[name] = (np.concatenate(matrices), present)
     segment.assign_columns(
         ids=[point_id for part in parts for point_id in part["ids"]],
         payloads=[payload for part in parts for payload in part["payloads"]],
-        versions=joined([part["versions"] for part in parts]),
-        deleted_seq=joined([part["deleted_seq"] for part in parts]),
-        vectors={
-            name: (
-                joined([part["vectors"][name][0] for part in parts]),
-                joined([part["vectors"][name][1] for part in parts]),
-            )
-            for name in shard.config.vectors
-        },
+        versions=np.concatenate([part["versions"] for part in parts]),
+        deleted_seq=np.concatenate([part["deleted_seq"] for part in parts]),
+        vectors=vectors,
     )
     for key, schema in schemas.items():
         segment.ensure_field_index(key, schema)
-    for name, params in shard.config.vectors.items():
-        if not _should_index(shard, name, segment.count):
-            continue
-        hnsw = shard.config.hnsw_for(name)
-        index = vector_index.build_hnsw(
-            distance=params.distance,
-            matrix=segment.vectors[name].matrix,
-            m=hnsw.m,
-            ef_construct=hnsw.ef_construct,
-            should_stop=shard.is_closing.is_set,
-        )
-        segment.hnsw[name] = index
-        # The index holds the vectors; drop the separate copy.
-        segment.vectors[name].matrix = vector_index.stored_vectors(index)
-    for name, column in segment.vectors.items():
-        if name not in segment.hnsw and column.matrix.base is not None:
-            # A view into a source segment would keep the source's memory alive.
-            column.matrix = column.matrix.copy()
     return segment, exported
 
 

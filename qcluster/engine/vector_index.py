@@ -13,7 +13,7 @@ immutable once built, so concurrent searches are safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -150,26 +150,32 @@ class BuildCancelled(Exception):
 def build_hnsw(
     *,
     distance: Distance,
-    matrix: np.ndarray,
+    parts: Sequence[np.ndarray],
     m: int,
     ef_construct: int,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> faiss.Index:
-    """An HNSW index over every row of ``matrix`` (row i gets label i).
+    """An HNSW index over the rows of ``parts`` in order (the i-th row overall gets label i).
 
-    Rows are added in chunks (FAISS parallelises each chunk with OpenMP), and
-    ``should_stop`` is asked between chunks, so a shutdown never waits for a
-    whole build. Raises BuildCancelled when it answers True.
+    Taking the parts separately avoids concatenating them first: FAISS copies
+    the rows into its own storage anyway. Rows are added in chunks (FAISS
+    parallelises each chunk with OpenMP), and ``should_stop`` is asked between
+    chunks, so a shutdown never waits for a whole build. Raises BuildCancelled
+    when it answers True.
     """
-    assert matrix.dtype == np.float32 and matrix.ndim == 2
-    assert m > 0
-    index = faiss.IndexHNSWFlat(int(matrix.shape[1]), int(m), _metric(distance))
+    assert parts and m > 0
+    dim = int(parts[0].shape[1])
+    index = faiss.IndexHNSWFlat(dim, int(m), _metric(distance))
     index.hnsw.efConstruction = int(ef_construct)
-    for start in range(0, matrix.shape[0], _BUILD_CHUNK_ROWS):
-        if should_stop():
-            raise BuildCancelled("index build cancelled")
-        index.add(np.ascontiguousarray(matrix[start : start + _BUILD_CHUNK_ROWS]))
-    assert index.ntotal == matrix.shape[0]
+    total = 0
+    for matrix in parts:
+        assert matrix.dtype == np.float32 and matrix.ndim == 2 and matrix.shape[1] == dim
+        for start in range(0, matrix.shape[0], _BUILD_CHUNK_ROWS):
+            if should_stop():
+                raise BuildCancelled("index build cancelled")
+            index.add(np.ascontiguousarray(matrix[start : start + _BUILD_CHUNK_ROWS]))
+        total += matrix.shape[0]
+    assert index.ntotal == total
     return index
 
 

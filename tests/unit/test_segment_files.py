@@ -25,7 +25,7 @@ def _sealed(config: CollectionConfig, *, with_hnsw: bool = True) -> Segment:
         vectors={"": (matrix, np.ones(50, dtype=bool))},
     )
     if with_hnsw:
-        segment.hnsw[""] = vector_index.build_hnsw(distance=Distance.DOT, matrix=matrix, m=8, ef_construct=40)
+        segment.hnsw[""] = vector_index.build_hnsw(distance=Distance.DOT, parts=[matrix], m=8, ef_construct=40)
         segment.vectors[""].matrix = vector_index.stored_vectors(segment.hnsw[""])
     return segment
 

@@ -43,7 +43,7 @@ def test_hnsw_recall_and_selector(distance: Distance) -> None:
     matrix = rng.normal(size=(3000, 16)).astype(np.float32)
     if distance == Distance.COSINE:
         matrix = vector_index.normalize_rows(matrix)
-    index = vector_index.build_hnsw(distance=distance, matrix=matrix, m=16, ef_construct=100)
+    index = vector_index.build_hnsw(distance=distance, parts=[matrix[:1000], matrix[1000:]], m=16, ef_construct=100)
     queries = matrix[:20] + np.float32(0.01)
     allowed = rng.random(3000) < 0.3
     approximate = vector_index.hnsw_top_k(distance=distance, index=index, queries=queries, k=10, ef=200, allowed=allowed)
