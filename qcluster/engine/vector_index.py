@@ -40,8 +40,10 @@ _MANHATTAN_BLOCK_ROWS: Final = 4096
 # the rounding of the |q|^2 + |x|^2 - 2 q.x expansion.
 _EUCLID_REFINE_EXTRA: Final = 16
 _EMPTY_KEYS: Final = np.empty((0,), dtype=np.float32)
-# Rows added to an HNSW index between two cancellation checks (~0.5 s of work at 384-d).
-_BUILD_CHUNK_ROWS: Final = 4096
+# Rows added to an HNSW index between two cancellation checks (~3 s of work at 384-d on 2
+# cores). Larger chunks build a better graph: FAISS inserts the upper-level nodes of a
+# chunk first, and 4 096-row chunks measurably lowered recall on 1M points.
+_BUILD_CHUNK_ROWS: Final = 32_768
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
