@@ -127,9 +127,6 @@ class TableOfContents:
             for collection in self._collections.values():
                 collection.close()
 
-    def wake_optimizer(self) -> None:
-        self._optimizer.wake()
-
     # ------------------------------------------------------------ collections
 
     def create_collection(self, name: str, config: CollectionConfig) -> None:

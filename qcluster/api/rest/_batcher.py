@@ -61,8 +61,6 @@ class Batcher(Generic[Item, Result]):
         self._queue: collections.deque[_Pending[Item, Result]] = collections.deque()
         self._running = 0
         self._slot_freed: asyncio.Future[None] | None = None
-        self.batches_run = 0
-        self.items_run = 0
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
@@ -89,10 +87,7 @@ class Batcher(Generic[Item, Result]):
                 batch.append(pending)
         if not batch:
             return
-        count = len(batch)
         self._running += 1
-        self.batches_run += 1
-        self.items_run += count
         future = loop.run_in_executor(self._executor, self._run_batch, [pending.item for pending in batch])
         future.add_done_callback(lambda finished: self._deliver(batch, finished))
 
