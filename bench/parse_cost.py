@@ -18,8 +18,8 @@ import numpy as np
 import orjson
 from qdrant_client.http import models
 
-from qcluster.api.rest._parse_points import parse_upsert
-from qcluster.api.rest._parse_query import parse_query
+from qcluster.api.schema.parse_points import parse_upsert
+from qcluster.api.schema.parse_query import parse_query
 from qcluster.types import CollectionConfig, Distance, VectorParams
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pypi-minilm-100k"

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from qcluster import limits
-from qcluster.api.rest._parse import loads_object, payload_selector, point_ids, vector_selector
-from qcluster.api.rest._parse_collection import (
+from qcluster.api.schema.parse import loads_object, payload_selector, point_ids, vector_selector
+from qcluster.api.schema.parse_collection import (
     parse_alias_actions,
     parse_create_collection,
     parse_create_index,
     parse_update_collection,
 )
-from qcluster.api.rest._parse_points import (
+from qcluster.api.schema.parse_points import (
     parse_batch_operations,
     parse_delete_points,
     parse_delete_vectors,
@@ -23,8 +23,8 @@ from qcluster.api.rest._parse_points import (
     parse_update_vectors,
     parse_upsert,
 )
-from qcluster.api.rest._parse_query import parse_count, parse_query, parse_query_batch, parse_scroll, parse_search
-from qcluster.api.rest._vectors import vector_matrix
+from qcluster.api.schema.parse_query import parse_count, parse_query, parse_query_batch, parse_scroll, parse_search
+from qcluster.api.schema.vectors import vector_matrix
 from qcluster.errors import InvalidRequest, LimitExceeded
 from qcluster.operations import DeletePoints, SetPayload, UpsertPoints
 from qcluster.types import (

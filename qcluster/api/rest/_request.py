@@ -11,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from aiohttp import web
 
+from qcluster.api.schema.parse import check_collection_name, loads_object
 from qcluster.errors import InvalidRequest, LimitExceeded, Unavailable
 from qcluster.types import WriteOrdering
 
 if TYPE_CHECKING:
     from qcluster.storage.toc import TableOfContents
 
-__all__ = ["NodeState", "STATE_KEY", "WriteParams", "read_body", "run_storage", "write_params"]
+__all__ = ["NodeState", "STATE_KEY", "collection_read_handler", "WriteParams", "read_body", "run_storage", "run_with_body", "write_params"]
 
 T = TypeVar("T")
 
@@ -72,6 +73,17 @@ async def run_storage(request: web.Request, function: Callable[..., T], /, **kwa
     toc = state.ready_toc()
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(state.executor, functools.partial(function, toc, **kwargs))
+
+
+def _call_with_body(toc: TableOfContents, *, action: Callable[..., T], body: bytes, **kwargs: Any) -> T:
+    return action(toc, raw=loads_object(body), **kwargs)
+
+
+async def run_with_body(request: web.Request, action: Callable[..., T], /, **kwargs: Any) -> T:
+    """Read the body and run ``action(toc, raw=<parsed body>, **kwargs)`` in
+    the storage executor; the JSON is parsed there too, off the event loop."""
+    body = await read_body(request)
+    return await run_storage(request, _call_with_body, action=action, body=body, **kwargs)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -136,6 +148,18 @@ def timeout_param(request: web.Request) -> int | None:
     if value < 1:
         raise InvalidRequest("query parameter timeout: must be at least 1 second")
     return value
+
+
+def collection_read_handler(action: Callable[..., Any]) -> Callable[[web.Request], Awaitable[Any]]:
+    """A handler for ``POST /collections/{collection_name}/...`` reads:
+    ``action(toc, name=..., raw=<body>)`` in the storage executor."""
+
+    async def handle(request: web.Request) -> Any:
+        name = check_collection_name(request.match_info["collection_name"])
+        timeout_param(request)
+        return await run_with_body(request, action, name=name)
+
+    return handle
 
 
 def bool_query_param(request: web.Request, name: str, *, default: bool) -> bool:

@@ -1,25 +1,16 @@
-"""Collection, alias and payload-index endpoints."""
+"""Collection, alias and payload-index endpoints. What each does is in
+``qcluster.api.actions``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from qcluster.api.rest._parse import check_collection_name, loads_object
-from qcluster.api.rest._parse_collection import (
-    parse_alias_actions,
-    parse_create_collection,
-    parse_create_index,
-    parse_update_collection,
-)
-from qcluster.api.rest._render import render_collection_info, render_update_result
-from qcluster.api.rest._request import read_body, run_storage, timeout_param, write_params
+from qcluster.api import actions
+from qcluster.api.rest._request import run_storage, run_with_body, timeout_param, write_params
 from qcluster.api.rest._route import Route
-from qcluster.operations import DeleteFieldIndex
-
-if TYPE_CHECKING:
-    from qcluster.storage.toc import TableOfContents
+from qcluster.api.schema.parse import check_collection_name
 
 __all__ = ["ROUTES"]
 
@@ -30,106 +21,59 @@ def _name(request: web.Request, key: str = "collection_name") -> str:
     return check_collection_name(request.match_info[key])
 
 
-def _list_sync(toc: TableOfContents) -> dict[str, Any]:
-    return {"collections": [{"name": name} for name in sorted(toc.collection_names())]}
-
-
 async def list_collections(request: web.Request) -> Any:
-    return await run_storage(request, _list_sync)
-
-
-def _create_sync(toc: TableOfContents, *, name: str, body: bytes) -> bool:
-    toc.create_collection(name, parse_create_collection(loads_object(body)))
-    return True
+    return await run_storage(request, actions.list_collections)
 
 
 async def create_collection(request: web.Request) -> Any:
     name = _name(request)
     timeout_param(request)
-    return await run_storage(request, _create_sync, name=name, body=await read_body(request))
-
-
-def _info_sync(toc: TableOfContents, *, name: str) -> dict[str, Any]:
-    collection = toc.collection(name)
-    return render_collection_info(collection.info(), config=collection.config,
-                                  created_at=getattr(collection, "created_at", None))
+    return await run_with_body(request, actions.create_collection, name=name)
 
 
 async def get_collection(request: web.Request) -> Any:
-    return await run_storage(request, _info_sync, name=_name(request))
-
-
-def _exists_sync(toc: TableOfContents, *, name: str) -> dict[str, bool]:
-    return {"exists": toc.exists(name)}
+    return await run_storage(request, actions.collection_info, name=_name(request))
 
 
 async def collection_exists(request: web.Request) -> Any:
-    return await run_storage(request, _exists_sync, name=_name(request))
-
-
-def _update_sync(toc: TableOfContents, *, name: str, body: bytes) -> bool:
-    toc.update_collection(name, parse_update_collection(loads_object(body)))
-    return True
+    return await run_storage(request, actions.collection_exists, name=_name(request))
 
 
 async def update_collection(request: web.Request) -> Any:
     name = _name(request)
     timeout_param(request)
-    return await run_storage(request, _update_sync, name=name, body=await read_body(request))
-
-
-def _delete_sync(toc: TableOfContents, *, name: str) -> bool:
-    return toc.delete_collection(name)
+    return await run_with_body(request, actions.update_collection, name=name)
 
 
 async def delete_collection(request: web.Request) -> Any:
     name = _name(request)
     timeout_param(request)
-    return await run_storage(request, _delete_sync, name=name)
-
-
-def _update_aliases_sync(toc: TableOfContents, *, body: bytes) -> bool:
-    toc.update_aliases(parse_alias_actions(loads_object(body)))
-    return True
+    return await run_storage(request, actions.delete_collection, name=name)
 
 
 async def update_aliases(request: web.Request) -> Any:
     timeout_param(request)
-    return await run_storage(request, _update_aliases_sync, body=await read_body(request))
-
-
-def _aliases_sync(toc: TableOfContents, *, name: str | None) -> dict[str, Any]:
-    pairs = toc.aliases(name)
-    return {"aliases": [{"alias_name": alias, "collection_name": collection} for alias, collection in pairs]}
+    return await run_with_body(request, actions.update_aliases)
 
 
 async def collection_aliases(request: web.Request) -> Any:
-    return await run_storage(request, _aliases_sync, name=_name(request))
+    return await run_storage(request, actions.collection_aliases, name=_name(request))
 
 
 async def all_aliases(request: web.Request) -> Any:
-    return await run_storage(request, _aliases_sync, name=None)
-
-
-def _create_index_sync(toc: TableOfContents, *, name: str, body: bytes, wait: bool) -> dict[str, Any]:
-    operation = parse_create_index(loads_object(body))
-    return render_update_result(toc.collection(name).update(operation, wait=wait))
+    return await run_storage(request, actions.collection_aliases, name=None)
 
 
 async def create_index(request: web.Request) -> Any:
     name = _name(request)
     params = write_params(request)
-    return await run_storage(request, _create_index_sync, name=name, body=await read_body(request), wait=params.wait)
-
-
-def _delete_index_sync(toc: TableOfContents, *, name: str, field_name: str, wait: bool) -> dict[str, Any]:
-    return render_update_result(toc.collection(name).update(DeleteFieldIndex(field_name=field_name), wait=wait))
+    return await run_with_body(request, actions.create_index, name=name, wait=params.wait)
 
 
 async def delete_index(request: web.Request) -> Any:
     name = _name(request)
     params = write_params(request)
-    return await run_storage(request, _delete_index_sync, name=name, field_name=request.match_info["field_name"],
+    return await run_storage(request, actions.delete_index, name=name, field_name=request.match_info["field_name"],
                              wait=params.wait)
 
 

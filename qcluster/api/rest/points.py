@@ -1,155 +1,61 @@
 """Point endpoints: writes (upsert, delete, payload, vectors, batch) and
-point reads (retrieve, get one, scroll, count).
-
-Every write parses and validates the whole body against the collection's
-configuration before storage is called, so a rejected request writes
-nothing. ``/points/batch`` parses and validates the shape of all its
-operations first, then applies them in order; like Qdrant's, it is not
-atomic: a check that needs the stored state (a point that must exist) can
-fail part-way, and the operations before it stay applied.
-"""
+point reads (retrieve, get one, scroll, count). What each does is in
+``qcluster.api.actions``; this module maps HTTP onto it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from qcluster.api.rest._parse import check_collection_name, loads_object, point_id
-from qcluster.api.rest._parse_points import (
-    parse_batch_operations,
-    parse_clear_payload,
-    parse_delete_payload,
-    parse_delete_points,
-    parse_delete_vectors,
-    parse_overwrite_payload,
-    parse_set_payload,
-    parse_update_vectors,
-    parse_upsert,
-)
-from qcluster.api.rest._parse_query import parse_count, parse_retrieve, parse_scroll
-from qcluster.api.rest._render import render_record, render_update_result
-from qcluster.api.rest._request import read_body, run_storage, timeout_param, write_params
+from qcluster.api import actions
+from qcluster.api.rest._request import collection_read_handler, run_storage, run_with_body, timeout_param, write_params
 from qcluster.api.rest._route import Route
-from qcluster.errors import NotFound
-from qcluster.operations import Operation
-from qcluster.types import CollectionConfig, PayloadSelector
-
-if TYPE_CHECKING:
-    from qcluster.storage.toc import TableOfContents
+from qcluster.api.schema.parse import check_collection_name
 
 __all__ = ["ROUTES"]
 
 _WRITE_QUERY = ("wait", "ordering", "timeout")
 _READ_QUERY = ("consistency", "timeout")
 
-# Parses a write body into one operation, given the collection's config.
-_OperationParser = Callable[[dict[str, Any], CollectionConfig], Operation]
 
+def _write_handler(kind: str) -> Callable[[web.Request], Any]:
+    assert kind in actions.OPERATION_PARSERS, kind
 
-def _write_sync(toc: TableOfContents, *, name: str, body: bytes, wait: bool, parser: _OperationParser) -> Any:
-    collection = toc.collection(name)
-    operation = parser(loads_object(body), collection.config)
-    return render_update_result(collection.update(operation, wait=wait))
-
-
-def _write_handler(parser: _OperationParser) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> Any:
         name = check_collection_name(request.match_info["collection_name"])
         params = write_params(request)
-        body = await read_body(request)
-        return await run_storage(request, _write_sync, name=name, body=body, wait=params.wait, parser=parser)
+        return await run_with_body(request, actions.write, name=name, wait=params.wait, kind=kind)
 
     return handle
 
 
-upsert_points = _write_handler(lambda raw, config: parse_upsert(raw, config=config))
-delete_points = _write_handler(lambda raw, _config: parse_delete_points(raw))
-set_payload = _write_handler(lambda raw, _config: parse_set_payload(raw))
-overwrite_payload = _write_handler(lambda raw, _config: parse_overwrite_payload(raw))
-delete_payload = _write_handler(lambda raw, _config: parse_delete_payload(raw))
-clear_payload = _write_handler(lambda raw, _config: parse_clear_payload(raw))
-update_vectors = _write_handler(lambda raw, config: parse_update_vectors(raw, config=config))
-delete_vectors = _write_handler(lambda raw, config: parse_delete_vectors(raw, config=config))
-
-
-def _batch_sync(toc: TableOfContents, *, name: str, body: bytes, wait: bool) -> list[Any]:
-    collection = toc.collection(name)
-    operations = parse_batch_operations(loads_object(body), config=collection.config)
-    results = []
-    for index, operation in enumerate(operations):
-        # Only the last operation needs to wait: the shard applies in order.
-        is_last = index == len(operations) - 1
-        results.append(render_update_result(collection.update(operation, wait=wait and is_last)))
-    return results
+upsert_points = _write_handler("upsert")
+delete_points = _write_handler("delete")
+set_payload = _write_handler("set_payload")
+overwrite_payload = _write_handler("overwrite_payload")
+delete_payload = _write_handler("delete_payload")
+clear_payload = _write_handler("clear_payload")
+update_vectors = _write_handler("update_vectors")
+delete_vectors = _write_handler("delete_vectors")
 
 
 async def batch_update(request: web.Request) -> Any:
     name = check_collection_name(request.match_info["collection_name"])
     params = write_params(request)
-    body = await read_body(request)
-    return await run_storage(request, _batch_sync, name=name, body=body, wait=params.wait)
+    return await run_with_body(request, actions.batch_update, name=name, wait=params.wait)
 
 
-def _retrieve_sync(toc: TableOfContents, *, name: str, body: bytes) -> list[Any]:
-    collection = toc.collection(name)
-    spec = parse_retrieve(loads_object(body))
-    records = collection.retrieve(list(spec.ids), with_payload=spec.with_payload, with_vector=spec.with_vector)
-    is_named = collection.config.is_named_vectors
-    return [render_record(record, is_named=is_named) for record in records]
-
-
-async def retrieve_points(request: web.Request) -> Any:
-    name = check_collection_name(request.match_info["collection_name"])
-    timeout_param(request)
-    return await run_storage(request, _retrieve_sync, name=name, body=await read_body(request))
-
-
-def _get_point_sync(toc: TableOfContents, *, name: str, raw_id: str) -> Any:
-    collection = toc.collection(name)
-    # A path segment is a string: digits are an integer id, anything else must be a UUID.
-    target = point_id(int(raw_id) if raw_id.isdigit() else raw_id, path="id")
-    records = collection.retrieve([target], with_payload=PayloadSelector(enabled=True), with_vector=True)
-    if not records:
-        raise NotFound(f"No point with id {target} found")
-    return render_record(records[0], is_named=collection.config.is_named_vectors)
+retrieve_points = collection_read_handler(actions.retrieve)
+scroll_points = collection_read_handler(actions.scroll)
+count_points = collection_read_handler(actions.count)
 
 
 async def get_point(request: web.Request) -> Any:
     name = check_collection_name(request.match_info["collection_name"])
     timeout_param(request)
-    return await run_storage(request, _get_point_sync, name=name, raw_id=request.match_info["id"])
-
-
-def _scroll_sync(toc: TableOfContents, *, name: str, body: bytes) -> dict[str, Any]:
-    collection = toc.collection(name)
-    spec = parse_scroll(loads_object(body))
-    records, next_offset = collection.scroll(
-        filter=spec.filter, limit=spec.limit, offset=spec.offset, order_by=spec.order_by,
-        with_payload=spec.with_payload, with_vector=spec.with_vector,
-    )
-    is_named = collection.config.is_named_vectors
-    return {"points": [render_record(record, is_named=is_named) for record in records],
-            "next_page_offset": next_offset}
-
-
-async def scroll_points(request: web.Request) -> Any:
-    name = check_collection_name(request.match_info["collection_name"])
-    timeout_param(request)
-    return await run_storage(request, _scroll_sync, name=name, body=await read_body(request))
-
-
-def _count_sync(toc: TableOfContents, *, name: str, body: bytes) -> dict[str, int]:
-    collection = toc.collection(name)
-    spec = parse_count(loads_object(body))
-    return {"count": collection.count(filter=spec.filter, exact=spec.exact)}
-
-
-async def count_points(request: web.Request) -> Any:
-    name = check_collection_name(request.match_info["collection_name"])
-    timeout_param(request)
-    return await run_storage(request, _count_sync, name=name, body=await read_body(request))
+    return await run_storage(request, actions.get_point, name=name, raw_id=request.match_info["id"])
 
 
 _P = "/collections/{collection_name}/points"

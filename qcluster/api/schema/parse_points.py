@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from qcluster import limits
-from qcluster.api.rest._parse import (
+from qcluster.api.schema.parse import (
     check_keys,
     check_payload,
     get_list,
@@ -26,7 +26,7 @@ from qcluster.api.rest._parse import (
     point_ids,
     reject_unsupported,
 )
-from qcluster.api.rest._vectors import vector_matrix
+from qcluster.api.schema.vectors import vector_matrix
 from qcluster.errors import InvalidRequest, LimitExceeded
 from qcluster.operations import (
     ClearPayload,

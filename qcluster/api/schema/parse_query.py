@@ -9,7 +9,7 @@ from typing import Any, Final
 import numpy as np
 
 from qcluster import limits
-from qcluster.api.rest._parse import (
+from qcluster.api.schema.parse import (
     check_keys,
     get_bool,
     get_float,
@@ -26,7 +26,7 @@ from qcluster.api.rest._parse import (
     reject_unsupported,
     vector_selector,
 )
-from qcluster.api.rest._vectors import single_vector
+from qcluster.api.schema.vectors import single_vector
 from qcluster.errors import InvalidRequest, LimitExceeded
 from qcluster.types import (
     DEFAULT_VECTOR,

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Final
 
 from qcluster import limits
-from qcluster.api.rest._parse import (
+from qcluster.api.schema.parse import (
     check_collection_name,
     check_keys,
     get_bool,

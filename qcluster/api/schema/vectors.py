@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from qcluster import limits
-from qcluster.api.rest._parse import json_type
+from qcluster.api.schema.parse import json_type
 from qcluster.errors import InvalidRequest
 
 __all__ = ["single_vector", "vector_matrix"]

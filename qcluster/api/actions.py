@@ -1,0 +1,335 @@
+"""What each API call does, independent of the protocol that carried it.
+
+Every action is synchronous and runs in the node's storage executor: it takes
+the table of contents, the collection name and the request in Qdrant's JSON
+shape (a REST body, or a gRPC message converted to that shape), parses and
+validates it with ``qcluster.api.schema``, calls storage, and returns the
+result in Qdrant's JSON shape. The REST API sends that result as it is; the
+gRPC API converts it to the protobuf reply. So both protocols validate alike,
+answer alike and fail with the same messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from qcluster.api.schema.parse import loads_object, point_id
+from qcluster.api.schema.parse_collection import (
+    parse_alias_actions,
+    parse_create_collection,
+    parse_create_index,
+    parse_update_collection,
+)
+from qcluster.api.schema.parse_points import (
+    parse_batch_operations,
+    parse_clear_payload,
+    parse_delete_payload,
+    parse_delete_points,
+    parse_delete_vectors,
+    parse_overwrite_payload,
+    parse_set_payload,
+    parse_update_vectors,
+    parse_upsert,
+)
+from qcluster.api.schema.parse_query import (
+    ParsedQuery,
+    parse_count,
+    parse_query,
+    parse_query_batch,
+    parse_retrieve,
+    parse_scroll,
+    parse_search,
+    parse_search_batch,
+)
+from qcluster.api.schema.render import (
+    render_collection_info,
+    render_record,
+    render_scored_point,
+    render_update_result,
+)
+from qcluster.errors import InvalidRequest, NotFound, QclusterError
+from qcluster.operations import DeleteFieldIndex, Operation
+from qcluster.types import CollectionConfig, PayloadSelector, QueryRequest, ScoredPoint
+
+if TYPE_CHECKING:
+    from qcluster.storage.collection import Collection
+    from qcluster.storage.toc import TableOfContents
+
+__all__ = [
+    "OPERATION_PARSERS",
+    "batch_update",
+    "collection_aliases",
+    "collection_exists",
+    "collection_info",
+    "count",
+    "create_collection",
+    "create_index",
+    "delete_collection",
+    "delete_index",
+    "get_point",
+    "list_collections",
+    "query_batch",
+    "query_many",
+    "retrieve",
+    "scroll",
+    "search",
+    "search_batch",
+    "update_aliases",
+    "update_collection",
+    "write",
+]
+
+# ---------------------------------------------------------------- collections
+
+
+def list_collections(toc: TableOfContents) -> dict[str, Any]:
+    return {"collections": [{"name": name} for name in sorted(toc.collection_names())]}
+
+
+def create_collection(toc: TableOfContents, *, name: str, raw: Any) -> bool:
+    toc.create_collection(name, parse_create_collection(raw))
+    return True
+
+
+def collection_info(toc: TableOfContents, *, name: str) -> dict[str, Any]:
+    collection = toc.collection(name)
+    return render_collection_info(collection.info(), config=collection.config,
+                                  created_at=getattr(collection, "created_at", None))
+
+
+def collection_exists(toc: TableOfContents, *, name: str) -> dict[str, bool]:
+    return {"exists": toc.exists(name)}
+
+
+def update_collection(toc: TableOfContents, *, name: str, raw: Any) -> bool:
+    toc.update_collection(name, parse_update_collection(raw))
+    return True
+
+
+def delete_collection(toc: TableOfContents, *, name: str) -> bool:
+    return toc.delete_collection(name)
+
+
+def update_aliases(toc: TableOfContents, *, raw: Any) -> bool:
+    toc.update_aliases(parse_alias_actions(raw))
+    return True
+
+
+def collection_aliases(toc: TableOfContents, *, name: str | None) -> dict[str, Any]:
+    """Aliases of collection ``name``, or every alias when ``name`` is None."""
+    pairs = toc.aliases(name)
+    return {"aliases": [{"alias_name": alias, "collection_name": collection} for alias, collection in pairs]}
+
+
+def create_index(toc: TableOfContents, *, name: str, raw: Any, wait: bool) -> dict[str, Any]:
+    operation = parse_create_index(raw)
+    return render_update_result(toc.collection(name).update(operation, wait=wait))
+
+
+def delete_index(toc: TableOfContents, *, name: str, field_name: str, wait: bool) -> dict[str, Any]:
+    return render_update_result(toc.collection(name).update(DeleteFieldIndex(field_name=field_name), wait=wait))
+
+
+# --------------------------------------------------------------------- writes
+
+# Parses a write request into one operation, given the collection's config.
+OperationParser = Callable[[Any, CollectionConfig], Operation]
+
+OPERATION_PARSERS: dict[str, OperationParser] = {
+    "upsert": lambda raw, config: parse_upsert(raw, config=config),
+    "delete": lambda raw, _config: parse_delete_points(raw),
+    "set_payload": lambda raw, _config: parse_set_payload(raw),
+    "overwrite_payload": lambda raw, _config: parse_overwrite_payload(raw),
+    "delete_payload": lambda raw, _config: parse_delete_payload(raw),
+    "clear_payload": lambda raw, _config: parse_clear_payload(raw),
+    "update_vectors": lambda raw, config: parse_update_vectors(raw, config=config),
+    "delete_vectors": lambda raw, config: parse_delete_vectors(raw, config=config),
+}
+
+
+def write(toc: TableOfContents, *, name: str, raw: Any, wait: bool, kind: str) -> dict[str, Any]:
+    """One point write; ``kind`` is a key of ``OPERATION_PARSERS``. The whole
+    request is parsed and validated before storage is called, so a rejected
+    request writes nothing."""
+    collection = toc.collection(name)
+    operation = OPERATION_PARSERS[kind](raw, collection.config)
+    return render_update_result(collection.update(operation, wait=wait))
+
+
+def batch_update(toc: TableOfContents, *, name: str, raw: Any, wait: bool) -> list[Any]:
+    """Operations in order. Like Qdrant's, not atomic: every operation's shape
+    is validated first, but a check that needs stored state can fail part-way
+    and the operations before it stay applied."""
+    collection = toc.collection(name)
+    operations = parse_batch_operations(raw, config=collection.config)
+    results = []
+    for index, operation in enumerate(operations):
+        # Only the last operation needs to wait: the shard applies in order.
+        is_last = index == len(operations) - 1
+        results.append(render_update_result(collection.update(operation, wait=wait and is_last)))
+    return results
+
+
+# ---------------------------------------------------------------- point reads
+
+
+def retrieve(toc: TableOfContents, *, name: str, raw: Any) -> list[Any]:
+    collection = toc.collection(name)
+    spec = parse_retrieve(raw)
+    records = collection.retrieve(list(spec.ids), with_payload=spec.with_payload, with_vector=spec.with_vector)
+    is_named = collection.config.is_named_vectors
+    return [render_record(record, is_named=is_named) for record in records]
+
+
+def get_point(toc: TableOfContents, *, name: str, raw_id: str) -> Any:
+    collection = toc.collection(name)
+    # A path segment is a string: digits are an integer id, anything else must be a UUID.
+    target = point_id(int(raw_id) if raw_id.isdigit() else raw_id, path="id")
+    records = collection.retrieve([target], with_payload=PayloadSelector(enabled=True), with_vector=True)
+    if not records:
+        raise NotFound(f"No point with id {target} found")
+    return render_record(records[0], is_named=collection.config.is_named_vectors)
+
+
+def scroll(toc: TableOfContents, *, name: str, raw: Any) -> dict[str, Any]:
+    collection = toc.collection(name)
+    spec = parse_scroll(raw)
+    records, next_offset = collection.scroll(
+        filter=spec.filter, limit=spec.limit, offset=spec.offset, order_by=spec.order_by,
+        with_payload=spec.with_payload, with_vector=spec.with_vector,
+    )
+    is_named = collection.config.is_named_vectors
+    return {"points": [render_record(record, is_named=is_named) for record in records],
+            "next_page_offset": next_offset}
+
+
+def count(toc: TableOfContents, *, name: str, raw: Any) -> dict[str, int]:
+    collection = toc.collection(name)
+    spec = parse_count(raw)
+    return {"count": collection.count(filter=spec.filter, exact=spec.exact)}
+
+
+# -------------------------------------------------------------------- queries
+
+
+def _resolve_lookup(collection: Collection, parsed: ParsedQuery) -> QueryRequest:
+    """Replace the placeholder vector with the stored vector of ``lookup_id``,
+    asking for one more result so the point itself can be dropped."""
+    request = parsed.request
+    assert parsed.lookup_id is not None
+    records = collection.retrieve([parsed.lookup_id], with_payload=PayloadSelector(enabled=False),
+                                  with_vector=(request.using,))
+    if not records:
+        raise NotFound(f"query: no point with id {parsed.lookup_id} found")
+    vector = (records[0].vectors or {}).get(request.using)
+    if vector is None:
+        raise InvalidRequest(f"query: point {parsed.lookup_id} has no vector {request.using!r}")
+    return dataclasses.replace(request, vector=vector, limit=request.offset + request.limit + 1, offset=0)
+
+
+def _trim_lookup(parsed: ParsedQuery, points: list[ScoredPoint]) -> list[ScoredPoint]:
+    request = parsed.request
+    kept = [point for point in points if point.id != parsed.lookup_id]
+    return kept[request.offset:request.offset + request.limit]
+
+
+def _scroll_as_query(collection: Collection, request: QueryRequest) -> list[Any]:
+    """No ``query``: points in id order, as Qdrant answers, with score 0."""
+    records, _next = collection.scroll(filter=request.filter, limit=request.offset + request.limit, offset=None,
+                                       order_by=None, with_payload=request.with_payload,
+                                       with_vector=request.with_vector)
+    is_named = collection.config.is_named_vectors
+    rendered = []
+    for record in records[request.offset:]:
+        point = render_record(record, is_named=is_named)
+        point.update(version=0, score=0.0)
+        rendered.append(point)
+    return rendered
+
+
+def _run_queries(collection: Collection, queries: list[ParsedQuery]) -> list[list[Any]]:
+    """Answer every query; vector queries go to storage as one batch."""
+    is_named = collection.config.is_named_vectors
+    answers: list[list[Any] | None] = [None] * len(queries)
+    batch_requests: list[QueryRequest] = []
+    batch_positions: list[int] = []
+    for position, parsed in enumerate(queries):
+        if parsed.is_scroll:
+            answers[position] = _scroll_as_query(collection, parsed.request)
+            continue
+        request = _resolve_lookup(collection, parsed) if parsed.lookup_id is not None else parsed.request
+        batch_requests.append(request)
+        batch_positions.append(position)
+    results = collection.query_batch(batch_requests) if batch_requests else []
+    assert len(results) == len(batch_requests)
+    for position, points in zip(batch_positions, results, strict=True):
+        parsed = queries[position]
+        if parsed.lookup_id is not None:
+            points = _trim_lookup(parsed, points)
+        answers[position] = [render_scored_point(point, is_named=is_named) for point in points]
+    assert all(answer is not None for answer in answers)
+    return [answer for answer in answers if answer is not None]
+
+
+def query_many(toc: TableOfContents, items: list[tuple[str, Any]]) -> list[dict[str, Any] | BaseException]:
+    """Answer single queries from several requests together (the REST and
+    gRPC query batchers call this).
+
+    ``items`` are ``(collection name, request)`` where the request is a JSON
+    body (bytes, parsed here, off the event loop) or an already JSON-shaped
+    value. Each request keeps its own errors: a bad request or an unknown
+    collection fails that request only; a storage failure fails the requests
+    of that collection.
+    """
+    outcomes: list[dict[str, Any] | BaseException | None] = [None] * len(items)
+    by_collection: dict[str, list[int]] = {}
+    for position, (name, _raw) in enumerate(items):
+        by_collection.setdefault(name, []).append(position)
+    for name, positions in by_collection.items():
+        try:
+            collection = toc.collection(name)
+        except QclusterError as error:
+            for position in positions:
+                outcomes[position] = error
+            continue
+        parsed: list[ParsedQuery] = []
+        parsed_positions: list[int] = []
+        for position in positions:
+            raw = items[position][1]
+            try:
+                parsed.append(parse_query(loads_object(raw) if isinstance(raw, bytes) else raw,
+                                          config=collection.config))
+                parsed_positions.append(position)
+            except QclusterError as error:
+                outcomes[position] = error
+        try:
+            answers = _run_queries(collection, parsed) if parsed else []
+        except QclusterError as error:
+            answers = [error] * len(parsed)  # type: ignore[list-item]
+        for position, answer in zip(parsed_positions, answers, strict=True):
+            outcomes[position] = answer if isinstance(answer, BaseException) else {"points": answer}
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+def query_batch(toc: TableOfContents, *, name: str, raw: Any) -> list[dict[str, Any]]:
+    collection = toc.collection(name)
+    parsed = parse_query_batch(raw, config=collection.config)
+    return [{"points": points} for points in _run_queries(collection, parsed)]
+
+
+def search(toc: TableOfContents, *, name: str, raw: Any) -> list[Any]:
+    collection = toc.collection(name)
+    request = parse_search(raw, config=collection.config)
+    is_named = collection.config.is_named_vectors
+    return [render_scored_point(point, is_named=is_named) for point in collection.query(request)]
+
+
+def search_batch(toc: TableOfContents, *, name: str, raw: Any) -> list[list[Any]]:
+    collection = toc.collection(name)
+    requests = parse_search_batch(raw, config=collection.config)
+    is_named = collection.config.is_named_vectors
+    results = collection.query_batch(requests) if requests else []
+    return [[render_scored_point(point, is_named=is_named) for point in points] for points in results]
