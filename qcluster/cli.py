@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", default=None, help="storage directory (storage.data_dir)")
     serve.add_argument("--host", default=None, help="address to bind (service.host)")
     serve.add_argument("--http-port", type=int, default=None, help="REST port (service.http_port)")
-    serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port, reserved (service.grpc_port)")
+    serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port (service.grpc_port)")
     serve.add_argument("--log-level", default=None, help="log.level")
     return parser
 

@@ -48,7 +48,7 @@ class ConfigError(ValueError):
 class ServiceSettings:
     host: str = "0.0.0.0"
     http_port: int = 6333
-    # Reserved: nothing listens on it yet.
+    # Qdrant's public gRPC services and qcluster's extensions.
     grpc_port: int = 6334
     # When set, every request except the health probes must carry it in the
     # ``api-key`` header (as qdrant-client sends it) or as a Bearer token.

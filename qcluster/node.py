@@ -24,7 +24,9 @@ from typing import Final
 import threadpoolctl
 from aiohttp import web
 
-from qcluster.api.rest import NodeState, build_app
+from qcluster.api.grpc import start_grpc_server
+from qcluster.api.rest import build_app
+from qcluster.api.state import NodeState
 from qcluster.config import Settings
 
 __all__ = ["run_node", "serve"]
@@ -111,10 +113,13 @@ async def run_node(settings: Settings) -> int:
     await runner.setup()
     site = web.TCPSite(runner, settings.service.host, settings.service.http_port, reuse_address=True)
     exit_code = 0
+    grpc_server = None
     try:
         await site.start()
-        _log.info("http listening", extra={"host": settings.service.host, "http_port": settings.service.http_port,
-                                           "grpc_port_reserved": settings.service.grpc_port})
+        grpc_server, grpc_port = await start_grpc_server(state, host=settings.service.host,
+                                                         port=settings.service.grpc_port)
+        _log.info("listening", extra={"host": settings.service.host, "http_port": settings.service.http_port,
+                                      "grpc_port": grpc_port})
         if await _load_storage(state, settings, stop):
             _log.info("node ready")
             await stop.wait()
@@ -123,7 +128,11 @@ async def run_node(settings: Settings) -> int:
         _log.info("shutting down")
     finally:
         # Stops listening, waits for in-flight handlers up to shutdown_timeout, closes connections.
-        await runner.cleanup()
+        # Both servers drain at once, each bounded by shutdown_timeout_s.
+        stopping = [runner.cleanup()]
+        if grpc_server is not None:
+            stopping.append(grpc_server.stop(grace=settings.service.shutdown_timeout_s))
+        await asyncio.gather(*stopping)
         await _close_storage(state, executor)
         executor.shutdown(wait=False, cancel_futures=True)
     _log.info("stopped", extra={"exit_code": exit_code})

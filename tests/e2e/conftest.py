@@ -128,9 +128,9 @@ class Node:
 
 
 @contextlib.contextmanager
-def running_node(base: pathlib.Path) -> Iterator[Node]:
+def running_node(base: pathlib.Path, *, extra_env: dict[str, str] | None = None) -> Iterator[Node]:
     """A started node on ``base/data``, stopped (SIGTERM, asserted clean) or killed at exit."""
-    server = Node(data_dir=base / "data", log_path=base / "node.log")
+    server = Node(data_dir=base / "data", log_path=base / "node.log", extra_env=extra_env)
     server.start()
     try:
         yield server

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from qcluster.api.rest._batcher import Batcher
+from qcluster.api.batcher import Batcher
 
 
 def _run(coroutine):  # type: ignore[no-untyped-def]

@@ -13,6 +13,6 @@ level is not an object, is a 400 "Format error in JSON body" as in Qdrant
 """
 
 from qcluster.api.rest.app import build_app
-from qcluster.api.rest._request import NodeState
+from qcluster.api.state import NodeState
 
 __all__ = ["NodeState", "build_app"]

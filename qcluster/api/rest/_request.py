@@ -12,12 +12,13 @@ import asyncio
 import concurrent.futures
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp import web
 
 from qcluster.api.schema.parse import check_collection_name, loads_object
-from qcluster.errors import InvalidRequest, LimitExceeded, Unavailable
+from qcluster.api.state import NodeState
+from qcluster.errors import InvalidRequest, LimitExceeded
 from qcluster.types import WriteOrdering
 
 if TYPE_CHECKING:
@@ -26,33 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["NodeState", "STATE_KEY", "collection_read_handler", "WriteParams", "read_body", "run_storage", "run_with_body", "write_params"]
 
 T = TypeVar("T")
-
-
-@final
-class NodeState:
-    """What the REST handlers need from the node. ``toc`` is None while starting."""
-
-    def __init__(
-        self,
-        *,
-        executor: concurrent.futures.ThreadPoolExecutor,
-        commit: str,
-        body_bytes_max: int,
-        api_key: str | None,
-    ) -> None:
-        assert len(commit) == 40, commit
-        assert body_bytes_max > 0
-        self.executor = executor
-        self.commit = commit
-        self.body_bytes_max = body_bytes_max
-        self.api_key = api_key
-        self.toc: TableOfContents | None = None
-
-    def ready_toc(self) -> TableOfContents:
-        toc = self.toc
-        if toc is None:
-            raise Unavailable("the node is starting: storage is not loaded yet")
-        return toc
 
 
 STATE_KEY: Final = web.AppKey("qcluster_state", NodeState)

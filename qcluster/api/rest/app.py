@@ -10,7 +10,6 @@ the node keeps serving. ``asyncio.CancelledError`` is never caught.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,12 +18,13 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from qcluster.api.auth import authenticate
 from qcluster.api.error_mapping import http_headers_for, wire_status_for
 from qcluster.api.rest import collections, points, query, service
 from qcluster.api.rest._request import STATE_KEY, NodeState
 from qcluster.api.rest._route import Handler, Route
 from qcluster.api.rest.openapi import build_document
-from qcluster.errors import QclusterError, Unauthorized
+from qcluster.errors import QclusterError
 
 __all__ = ["ALL_ROUTES", "build_app", "json_response"]
 
@@ -103,17 +103,9 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    api_key = request.app[STATE_KEY].api_key
-    if api_key is None or request.path in _PUBLIC_PATHS:
-        return await handler(request)
-    given = request.headers.get("api-key")
-    authorization = request.headers.get("Authorization", "")
-    if given is None and authorization.lower().startswith("bearer "):
-        given = authorization[len("bearer "):].strip()
-    if given is None:
-        raise Unauthorized("Must provide an API key or an Authorization bearer token")
-    if not hmac.compare_digest(given.encode(), api_key.encode()):
-        raise Unauthorized("Invalid API key or bearer token")
+    if request.path not in _PUBLIC_PATHS:
+        authenticate(request.app[STATE_KEY].api_key, api_key=request.headers.get("api-key"),
+                     authorization=request.headers.get("Authorization"))
     return await handler(request)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from qcluster.api import actions
-from qcluster.api.rest._batcher import Batcher
+from qcluster.api.batcher import Batcher
 from qcluster.api.rest._request import NodeState, collection_read_handler, read_body, state_of, timeout_param
 from qcluster.api.rest._route import Route
 from qcluster.api.schema.parse import check_collection_name
