@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit e2e clean bench bench-quick bench-venv
+.PHONY: install run test unit e2e clean bench bench-quick bench-venv proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/qcluster serve --data-dir ./data --host 127.0.0.1 --http-port 6333 --grpc-port 6334
+
+# Python modules generated from proto/ (committed; tests/unit/test_proto.py
+# fails when they are stale). Same command as the test uses.
+proto: install
+	$(PY) -m qcluster.proto.generate
 
 test: install
 	$(PY) -m pytest -q tests

@@ -15,6 +15,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from qcluster import limits
+
 from qcluster.api.schema.parse import loads_object, point_id
 from qcluster.api.schema.parse_collection import (
     parse_alias_actions,
@@ -24,6 +28,7 @@ from qcluster.api.schema.parse_collection import (
 )
 from qcluster.api.schema.parse_points import (
     parse_batch_operations,
+    parse_dense_upsert,
     parse_clear_payload,
     parse_delete_payload,
     parse_delete_points,
@@ -49,9 +54,10 @@ from qcluster.api.schema.render import (
     render_scored_point,
     render_update_result,
 )
-from qcluster.errors import InvalidRequest, NotFound, QclusterError
+from qcluster.api.schema.vectors import check_dense_matrix
+from qcluster.errors import InvalidRequest, LimitExceeded, NotFound, QclusterError
 from qcluster.operations import DeleteFieldIndex, Operation
-from qcluster.types import CollectionConfig, PayloadSelector, QueryRequest, ScoredPoint
+from qcluster.types import CollectionConfig, PayloadSelector, PointId, QueryRequest, ScoredPoint
 
 if TYPE_CHECKING:
     from qcluster.storage.collection import Collection
@@ -59,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OPERATION_PARSERS",
+    "DenseResults",
     "batch_update",
     "collection_aliases",
     "collection_exists",
@@ -68,6 +75,8 @@ __all__ = [
     "create_index",
     "delete_collection",
     "delete_index",
+    "dense_query",
+    "dense_upsert",
     "get_point",
     "list_collections",
     "query_batch",
@@ -333,3 +342,52 @@ def search_batch(toc: TableOfContents, *, name: str, raw: Any) -> list[list[Any]
     is_named = collection.config.is_named_vectors
     results = collection.query_batch(requests) if requests else []
     return [[render_scored_point(point, is_named=is_named) for point in points] for points in results]
+
+
+# ------------------------------------------- numpy-native paths (dense gRPC)
+
+
+def dense_upsert(toc: TableOfContents, *, name: str, raw_ids: list[Any], vectors: dict[str, np.ndarray],
+                 raw_payloads: list[Any] | None, wait: bool) -> dict[str, Any]:
+    """An upsert whose vectors are float32 matrices: no per-float parsing."""
+    collection = toc.collection(name)
+    operation = parse_dense_upsert(raw_ids=raw_ids, vectors=vectors, raw_payloads=raw_payloads,
+                                   config=collection.config)
+    return render_update_result(collection.update(operation, wait=wait))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DenseResults:
+    """Results of a dense batch query, flat in query order."""
+
+    counts: np.ndarray  # uint32, results per query
+    ids: list[PointId]
+    scores: np.ndarray  # float32
+    payloads: list[dict[str, Any] | None] | None  # when asked for
+
+
+def dense_query(toc: TableOfContents, *, name: str, queries: np.ndarray, raw: dict[str, Any]) -> DenseResults:
+    """Every row of ``queries`` with the same parameters ``raw`` (a
+    QueryRequest in JSON shape without ``query``): validated once, searched
+    as one batch."""
+    collection = toc.collection(name)
+    rows = queries.shape[0]
+    if rows > limits.QUERY_BATCH_MAX:
+        raise LimitExceeded(f"queries: {rows} queries exceeds the maximum of {limits.QUERY_BATCH_MAX} "
+                            "per request (QUERY_BATCH_MAX)")
+    if rows == 0:
+        return DenseResults(counts=np.zeros(0, np.uint32), ids=[], scores=np.zeros(0, np.float32), payloads=None)
+    using = raw.get("using") or ""
+    dim = collection.config.vector_params(using, path="using").size
+    checked = check_dense_matrix(queries, dim=dim, rows=rows, path="queries")
+    parsed = parse_query({**raw, "query": checked[0].tolist()}, config=collection.config)
+    assert parsed.lookup_id is None and not parsed.is_scroll
+    results = collection.query_batch([dataclasses.replace(parsed.request, vector=row) for row in checked])
+    counts = np.fromiter((len(points) for points in results), dtype=np.uint32, count=rows)
+    flat = [point for points in results for point in points]
+    return DenseResults(
+        counts=counts,
+        ids=[point.id for point in flat],
+        scores=np.fromiter((point.score for point in flat), dtype=np.float32, count=len(flat)),
+        payloads=[point.payload for point in flat] if parsed.request.with_payload.enabled else None,
+    )

@@ -6,6 +6,8 @@ from typing import Final
 
 import grpc
 
+from qcluster.api.grpc.dense import add_dense_service
+from qcluster.api.grpc.dispatch import Dispatcher
 from qcluster.api.grpc.services import add_services
 from qcluster.api.state import NodeState
 
@@ -24,7 +26,9 @@ async def start_grpc_server(state: NodeState, *, host: str, port: int) -> tuple[
         ("grpc.http2.min_ping_interval_without_data_ms", _MIN_PING_INTERVAL_MS),
         ("grpc.so_reuseport", 0),
     ])
-    add_services(server, state)
+    dispatcher = Dispatcher(state)
+    add_services(server, dispatcher)
+    add_dense_service(server, dispatcher)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind the gRPC port {host}:{port}")

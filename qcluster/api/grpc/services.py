@@ -12,10 +12,7 @@ maps through ``qcluster.api.error_mapping``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,10 +23,9 @@ from qdrant_client import grpc as pb
 
 import qcluster
 from qcluster.api import actions
-from qcluster.api.auth import authenticate
 from qcluster.api.batcher import Batcher
-from qcluster.api.error_mapping import wire_status_for
 from qcluster.api.grpc import convert as C
+from qcluster.api.grpc.dispatch import Dispatcher
 from qcluster.api.schema.parse import check_collection_name
 from qcluster.api.state import NodeState
 from qcluster.errors import QclusterError
@@ -39,9 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_services", "unimplemented_methods"]
 
-_log = logging.getLogger("qcluster.api.grpc")
-# Called without credentials, like the REST probes.
-_PUBLIC_METHODS: Final = frozenset(("HealthCheck",))
 # Up to this many single queries share one executor job (as over REST).
 _QUERY_BATCH_MAX: Final = 64
 _QUERY_BATCHES_PARALLEL: Final = 2
@@ -260,47 +253,7 @@ def _health(_toc: TableOfContents | None, _request: pb.HealthCheckRequest, *, co
 # ----------------------------------------------------------------- serving
 
 
-class _Dispatcher:
-    """Runs one RPC: authenticate, do the work, stamp ``time``, map errors."""
-
-    def __init__(self, state: NodeState) -> None:
-        self.state = state
-        self.query_batcher: Batcher[pb.QueryPoints, Message] = Batcher(
-            executor=state.executor, run_batch=functools.partial(_query_many, state),
-            batch_max=_QUERY_BATCH_MAX, parallel_max=_QUERY_BATCHES_PARALLEL,
-        )
-
-    async def serve(self, method: str, context: grpc.aio.ServicerContext,
-                    work: Callable[[], Awaitable[Message]]) -> Message:
-        started = time.perf_counter()
-        try:
-            if method not in _PUBLIC_METHODS:
-                metadata = dict(context.invocation_metadata() or ())
-                authenticate(self.state.api_key, api_key=metadata.get("api-key"),
-                             authorization=metadata.get("authorization"))
-            reply = await work()
-        except QclusterError as error:
-            code = getattr(grpc.StatusCode, wire_status_for(error).grpc_code)
-            message = error.message
-            _log.log(logging.WARNING if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS)
-                     else logging.DEBUG, "rpc failed", extra={"method": method, "error": message})
-        except Exception as exc:  # noqa: BLE001 - a bug in one call must not take the node down
-            _log.exception("unexpected error", extra={"method": method})
-            code, message = grpc.StatusCode.INTERNAL, f"Service internal error: {type(exc).__name__}: {exc}"
-        else:
-            if "time" in reply.DESCRIPTOR.fields_by_name:
-                reply.time = time.perf_counter() - started  # type: ignore[attr-defined]
-            return reply
-        await context.abort(code, message)
-        raise AssertionError("context.abort raises")
-
-    async def run_sync(self, rpc: Callable[..., Message], request: Message) -> Message:
-        toc = self.state.ready_toc()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.state.executor, rpc, toc, request)
-
-
-def _method(dispatcher: _Dispatcher, name: str, rpc: SyncRpc) -> Callable[..., Awaitable[Message]]:
+def _method(dispatcher: Dispatcher, name: str, rpc: SyncRpc) -> Callable[..., Awaitable[Message]]:
     async def handle(_self: Any, request: Message, context: grpc.aio.ServicerContext) -> Message:
         return await dispatcher.serve(name, context, lambda: dispatcher.run_sync(rpc, request))
 
@@ -334,15 +287,19 @@ def _servicer(base: type, service: str, methods: dict[str, Callable[..., Awaitab
     return type(f"Qcluster{base.__name__}", (base,), namespace)()
 
 
-def add_services(server: grpc.aio.Server, state: NodeState) -> None:
+def add_services(server: grpc.aio.Server, dispatcher: Dispatcher) -> None:
     """Register Qdrant's four public services on ``server``."""
-    dispatcher = _Dispatcher(state)
+    state = dispatcher.state
+    query_batcher: Batcher[pb.QueryPoints, Message] = Batcher(
+        executor=state.executor, run_batch=functools.partial(_query_many, state),
+        batch_max=_QUERY_BATCH_MAX, parallel_max=_QUERY_BATCHES_PARALLEL,
+    )
 
     async def query(_self: Any, request: pb.QueryPoints, context: grpc.aio.ServicerContext) -> Message:
         async def work() -> Message:
             _name(request)
             state.ready_toc()
-            return await dispatcher.query_batcher.submit(request)
+            return await query_batcher.submit(request)
 
         return await dispatcher.serve("Query", context, work)
 

@@ -26,7 +26,7 @@ from qcluster.api.schema.parse import (
     point_ids,
     reject_unsupported,
 )
-from qcluster.api.schema.vectors import vector_matrix
+from qcluster.api.schema.vectors import check_dense_matrix, vector_matrix
 from qcluster.errors import InvalidRequest, LimitExceeded
 from qcluster.operations import (
     ClearPayload,
@@ -49,6 +49,7 @@ __all__ = [
     "parse_delete_payload",
     "parse_delete_points",
     "parse_delete_vectors",
+    "parse_dense_upsert",
     "parse_overwrite_payload",
     "parse_set_payload",
     "parse_update_vectors",
@@ -187,6 +188,30 @@ def parse_upsert(raw: dict[str, Any], *, config: CollectionConfig, path: str = "
         assert points is not None
         return UpsertPoints(points=_batch_from_point_list(points, config=config, path=join(path, "points"), has_payload=True))
     return UpsertPoints(points=_batch_from_columns_form(raw["batch"], config=config, path=join(path, "batch")))
+
+
+def parse_dense_upsert(
+    *, raw_ids: list[Any], vectors: dict[str, np.ndarray], raw_payloads: list[Any] | None, config: CollectionConfig
+) -> UpsertPoints:
+    """An upsert whose vectors arrived as float32 matrices (the dense gRPC
+    extension); validated like the JSON forms, with the same limits."""
+    _check_count(len(raw_ids), path="ids")
+    ids = list(point_ids(raw_ids, path="ids"))
+    if not vectors:
+        raise InvalidRequest("vectors: missing required field")
+    checked: dict[str, np.ndarray] = {}
+    for name, matrix in vectors.items():
+        path = f"vectors.{name}" if name else "vectors"
+        params = config.vector_params(name, path=path)
+        checked[name] = check_dense_matrix(matrix, dim=params.size, rows=len(ids), path=path)
+    if raw_payloads is None:
+        payloads: list[dict[str, Any] | None] = [None] * len(ids)
+    else:
+        if len(raw_payloads) != len(ids):
+            raise InvalidRequest(f"payloads: has {len(raw_payloads)} payloads for {len(ids)} ids")
+        payloads = [check_payload(item, path=f"payloads[{i}]") for i, item in enumerate(raw_payloads)]
+    return UpsertPoints(points=PointsBatch(ids=tuple(ids), vectors=checked, present=dict.fromkeys(checked),
+                                           payloads=tuple(payloads)))
 
 
 def _selector(raw: dict[str, Any], *, path: str) -> PointSelector:

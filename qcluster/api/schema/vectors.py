@@ -16,7 +16,7 @@ from qcluster import limits
 from qcluster.api.schema.parse import json_type
 from qcluster.errors import InvalidRequest
 
-__all__ = ["single_vector", "vector_matrix"]
+__all__ = ["check_dense_matrix", "single_vector", "vector_matrix"]
 
 RowPath = Callable[[int], str]
 
@@ -47,6 +47,27 @@ def _raise_first_bad_row(rows: list[Any], *, dim: int, row_path: RowPath) -> Non
     raise InvalidRequest(f"{row_path(0)}: vectors must be arrays of numbers representable as float32")
 
 
+def _check_finite(matrix32: np.ndarray, *, row_path: RowPath) -> None:
+    finite_rows = np.isfinite(matrix32).all(axis=1)
+    if not bool(finite_rows.all()):
+        first = int(np.argmin(finite_rows))
+        raise InvalidRequest(
+            f"{row_path(first)}: contains a non-finite value (NaN, infinity, or outside the float32 range)"
+        )
+
+
+def check_dense_matrix(matrix: np.ndarray, *, dim: int, rows: int, path: str) -> np.ndarray:
+    """A float32 matrix that arrived as raw bytes (qcluster's dense gRPC
+    extension): the same checks as ``vector_matrix`` with the same messages."""
+    assert matrix.dtype == np.float32 and matrix.ndim == 2, (matrix.dtype, matrix.shape)
+    if matrix.shape[0] != rows:
+        raise InvalidRequest(f"{path}: has {matrix.shape[0]} vectors for {rows} ids")
+    if matrix.shape[1] != dim:
+        raise InvalidRequest(f"{path}: expected {dim} dimensions, got {matrix.shape[1]}")
+    _check_finite(matrix, row_path=lambda index: f"{path}[{index}]")
+    return np.ascontiguousarray(matrix)
+
+
 def vector_matrix(rows: list[Any], *, dim: int, row_path: RowPath) -> np.ndarray:
     """A C-contiguous float32 matrix ``(len(rows), dim)`` of finite values.
 
@@ -66,12 +87,7 @@ def vector_matrix(rows: list[Any], *, dim: int, row_path: RowPath) -> np.ndarray
     with np.errstate(over="ignore", invalid="ignore"):
         # Values beyond the float32 range become inf here and are rejected below.
         matrix32 = np.ascontiguousarray(matrix, dtype=np.float32)
-    finite_rows = np.isfinite(matrix32).all(axis=1)
-    if not bool(finite_rows.all()):
-        first = int(np.argmin(finite_rows))
-        raise InvalidRequest(
-            f"{row_path(first)}: contains a non-finite value (NaN, infinity, or outside the float32 range)"
-        )
+    _check_finite(matrix32, row_path=row_path)
     assert matrix32.shape == (len(rows), dim)
     return matrix32
 

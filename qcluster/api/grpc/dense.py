@@ -1,0 +1,97 @@
+"""qcluster's dense extension service (``qcluster.proto.v1.DensePoints``):
+vectors as raw float32 matrices, for the numpy-native SDK.
+
+The conversion from bytes is a ``np.frombuffer`` view; validation (ids,
+dimensions, finiteness, payloads, limits) is the same code as for JSON, in
+``qcluster.api.schema``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+import orjson
+
+from qcluster.api import actions
+from qcluster.api.grpc.dispatch import Dispatcher
+from qcluster.api.schema.parse import check_collection_name
+from qcluster.errors import InvalidRequest
+from qcluster.proto.v1 import dense_pb2, dense_pb2_grpc
+
+if TYPE_CHECKING:
+    from qcluster.storage.toc import TableOfContents
+
+__all__ = ["add_dense_service", "matrix_from_proto"]
+
+
+def matrix_from_proto(message: dense_pb2.Matrix, *, path: str) -> np.ndarray:
+    """A read-only ``(rows, dim)`` float32 view of the message's bytes."""
+    if message.dim == 0:
+        raise InvalidRequest(f"{path}.dim: must be at least 1")
+    expected = message.rows * message.dim * 4
+    if len(message.data) != expected:
+        raise InvalidRequest(f"{path}.data: {len(message.data)} bytes, expected rows × dim × 4 = {expected}")
+    return np.frombuffer(message.data, dtype="<f4").reshape(message.rows, message.dim)
+
+
+def _json(raw: bytes, *, path: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{path}: not valid JSON: {exc}") from exc
+
+
+def _upsert(toc: TableOfContents, request: dense_pb2.DenseUpsertRequest) -> dense_pb2.DenseUpsertReply:
+    name = check_collection_name(request.collection_name)
+    if request.ids and request.uuids:
+        raise InvalidRequest("ids, uuids: give integer ids or UUIDs, not both")
+    raw_ids: list[Any] = list(request.ids) if request.ids else list(request.uuids)
+    vectors = {vector_name: matrix_from_proto(matrix, path=f"vectors.{vector_name}" if vector_name else "vectors")
+               for vector_name, matrix in request.vectors.items()}
+    raw_payloads = None
+    if request.payloads_json:
+        raw_payloads = _json(request.payloads_json, path="payloads_json")
+        if not isinstance(raw_payloads, list):
+            raise InvalidRequest("payloads_json: expected a JSON array with one object (or null) per id")
+    result = actions.dense_upsert(toc, name=name, raw_ids=raw_ids, vectors=vectors, raw_payloads=raw_payloads,
+                                  wait=request.wait)
+    return dense_pb2.DenseUpsertReply(operation_id=result["operation_id"], status=result["status"])
+
+
+def _query(toc: TableOfContents, request: dense_pb2.DenseQueryRequest) -> dense_pb2.DenseQueryReply:
+    name = check_collection_name(request.collection_name)
+    queries = matrix_from_proto(request.queries, path="queries")
+    params: dict[str, Any] = {"exact": request.exact}
+    if request.HasField("hnsw_ef"):
+        params["hnsw_ef"] = request.hnsw_ef
+    raw: dict[str, Any] = {"limit": request.limit or 10, "offset": request.offset, "params": params,
+                           "with_payload": request.with_payload}
+    if request.using:
+        raw["using"] = request.using
+    if request.filter_json:
+        raw["filter"] = _json(request.filter_json, path="filter_json")
+    if request.HasField("score_threshold"):
+        raw["score_threshold"] = request.score_threshold
+    results = actions.dense_query(toc, name=name, queries=queries, raw=raw)
+    reply = dense_pb2.DenseQueryReply(counts=results.counts.astype("<u4").tobytes(),
+                                      scores=results.scores.astype("<f4").tobytes())
+    if all(isinstance(point_id, int) for point_id in results.ids):
+        reply.ids = np.asarray(results.ids, dtype="<u8").tobytes()
+    else:
+        reply.uuids.extend(str(point_id) for point_id in results.ids)
+    if results.payloads is not None:
+        reply.payloads_json = orjson.dumps(results.payloads)
+    return reply
+
+
+def add_dense_service(server: grpc.aio.Server, dispatcher: Dispatcher) -> None:
+    class DensePoints(dense_pb2_grpc.DensePointsServicer):
+        async def Upsert(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
+            return await dispatcher.serve("Upsert", context, lambda: dispatcher.run_sync(_upsert, request))
+
+        async def Query(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
+            return await dispatcher.serve("Query", context, lambda: dispatcher.run_sync(_query, request))
+
+    dense_pb2_grpc.add_DensePointsServicer_to_server(DensePoints(), server)

@@ -1,0 +1,122 @@
+"""The Python SDK (``qcluster.client``) against a real node."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import pathlib
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from qdrant_client import models
+
+from qcluster.client import AsyncClient, Client
+from qcluster.errors import InvalidRequest, NotFound
+from tests.e2e.conftest import Node
+
+pytestmark = pytest.mark.e2e
+
+DATASET = pathlib.Path(__file__).resolve().parents[3] / "shared" / "datasets" / "pypi-minilm-100k"
+
+
+@pytest.fixture(scope="module")
+def client(shared_node: Node) -> Iterator[Client]:
+    with Client(shared_node.url, grpc_port=shared_node.grpc_port) as sdk:
+        yield sdk
+
+
+def _create(client: Client, name: str, dim: int, distance: models.Distance = models.Distance.COSINE) -> None:
+    assert client.qdrant.create_collection(name, vectors_config=models.VectorParams(size=dim, distance=distance))
+
+
+def test_upload_100k_with_payloads(client: Client) -> None:
+    vectors = np.load(DATASET / "base.f16.npy").astype(np.float32)
+    with gzip.open(DATASET / "base.jsonl.gz", "rt") as lines:
+        payloads = [json.loads(line) for line in lines]
+    assert vectors.shape == (100_000, 384) and len(payloads) == 100_000
+    _create(client, "sdk_pypi", 384)
+    checkpoints: list[int] = []
+    result = client.upload("sdk_pypi", vectors, payloads=payloads, batch_size=1_000, parallel=2,
+                           on_checkpoint=checkpoints.append)
+    assert result.points == 100_000 and result.batches == 100 and result.retries == 0
+    assert checkpoints == sorted(checkpoints) and checkpoints[-1] == 100_000
+    assert client.count("sdk_pypi") == 100_000
+    # Default ids are the row numbers; payloads and vectors arrived intact.
+    rows = [0, 4_242, 99_999]
+    records = client.qdrant.retrieve("sdk_pypi", ids=rows, with_vectors=True)
+    assert [record.id for record in records] == rows
+    for record in records:
+        assert record.payload == payloads[record.id]
+        expected = vectors[record.id] / np.linalg.norm(vectors[record.id])  # Cosine stores normalized vectors
+        np.testing.assert_allclose(record.vector, expected, rtol=1e-5, atol=1e-6)
+    # Exact search through the SDK finds the dataset's ground truth.
+    queries = np.load(DATASET / "queries.f16.npy").astype(np.float32)[:50]
+    truth = np.load(DATASET / "gt_ip_top100.npy")[:50, :10]
+    hits = client.query("sdk_pypi", queries, limit=10, exact=True)
+    assert hits.ids.shape == (50, 10) and hits.scores.dtype == np.float32
+    recall = np.mean([len(set(hits.ids[row].tolist()) & set(truth[row].tolist())) / 10 for row in range(50)])
+    assert recall >= 0.99, recall
+    assert np.all(np.diff(hits.scores, axis=1) <= 1e-6), "scores descend within each row"
+
+
+def test_query_shapes_padding_payloads_and_filters(client: Client) -> None:
+    _create(client, "sdk_small", 3, models.Distance.DOT)
+    vectors = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    client.upload("sdk_small", vectors, ids=[10, 20, 30], payloads=[{"k": "a"}, {"k": "b"}, None])
+    one = client.query("sdk_small", np.array([1, 0.5, 0], dtype=np.float32), limit=5, with_payload=True)
+    assert one.ids.tolist() == [10, 20, 30, -1, -1]
+    assert one.scores[:3].tolist() == [1.0, 0.5, 0.0] and np.isnan(one.scores[3:]).all()
+    assert one.payloads == [{"k": "a"}, {"k": "b"}, {}]  # no payload reads as {}, as in Qdrant
+    both = client.query("sdk_small", np.eye(3, dtype=np.float32)[:2], limit=1, filter={
+        "must": [{"key": "k", "match": {"value": "b"}}]})
+    assert both.ids.tolist() == [[20], [20]] and both.counts.tolist() == [1, 1]
+    typed = client.query("sdk_small", np.eye(3, dtype=np.float32), limit=2, filter=models.Filter(
+        must_not=[models.FieldCondition(key="k", match=models.MatchValue(value="a"))]), batch_size=2)
+    assert typed.ids.shape == (3, 2) and 10 not in typed.ids
+
+
+def test_uuid_ids_and_named_vectors(client: Client) -> None:
+    assert client.qdrant.create_collection("sdk_named", vectors_config={
+        "a": models.VectorParams(size=2, distance=models.Distance.EUCLID),
+        "b": models.VectorParams(size=4, distance=models.Distance.DOT)})
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(4)]
+    rng = np.random.default_rng(3)
+    client.upload("sdk_named", {"a": rng.normal(size=(4, 2)), "b": rng.normal(size=(4, 4))}, ids=ids, batch_size=3)
+    assert client.count("sdk_named") == 4
+    hits = client.query("sdk_named", np.zeros((2, 2), dtype=np.float32), using="a", limit=4)
+    assert hits.ids.dtype == object and sorted(hits.ids[0].tolist()) == sorted(ids)
+
+
+def test_errors_are_qcluster_errors_with_a_resume_hint(client: Client) -> None:
+    _create(client, "sdk_errors", 4)
+    with pytest.raises(InvalidRequest, match=r"vectors: expected 4 dimensions, got 3"):
+        client.upload("sdk_errors", np.ones((5, 3), dtype=np.float32))
+    with pytest.raises(NotFound, match="sdk_missing"):
+        client.query("sdk_missing", np.ones(4, dtype=np.float32))
+    bad = np.ones((30, 4), dtype=np.float32)
+    bad[25, 1] = np.nan  # third batch of 10 fails validation
+    with pytest.raises(InvalidRequest, match=r"vectors\[5\]: contains a non-finite value") as failure:
+        client.upload("sdk_errors", bad, batch_size=10, parallel=1)
+    assert any("resume with start=20" in note for note in failure.value.__notes__)
+    assert client.count("sdk_errors") == 20, "the batches before the bad one are written, the bad one is not"
+    result = client.upload("sdk_errors", np.ones((30, 4), dtype=np.float32), batch_size=10, start=20)
+    assert result.points == 10 and client.count("sdk_errors") == 30
+
+
+def test_async_client(shared_node: Node) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(shared_node.url, grpc_port=shared_node.grpc_port) as sdk:
+            await sdk.qdrant.create_collection("sdk_async", vectors_config=models.VectorParams(
+                size=8, distance=models.Distance.EUCLID))
+            vectors = np.random.default_rng(5).normal(size=(2_500, 8)).astype(np.float32)
+            result = await sdk.upload("sdk_async", vectors, payloads=[{"i": i} for i in range(2_500)],
+                                      batch_size=300, parallel=3)
+            assert result.points == 2_500 and result.batches == 9
+            assert await sdk.count("sdk_async") == 2_500
+            hits = await sdk.query("sdk_async", vectors[:40], limit=3, exact=True, batch_size=16)
+            assert hits.ids[:, 0].tolist() == list(range(40)), "each vector's nearest point is itself"
+
+    asyncio.run(scenario())
