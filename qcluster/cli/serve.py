@@ -1,4 +1,4 @@
-"""Command line: ``qcluster serve --data-dir DIR --host HOST --http-port N --grpc-port N [--config FILE]``.
+"""``qcluster serve --data-dir DIR --host HOST --http-port N --grpc-port N [--config FILE]``.
 
 Logs are structured: one JSON object per line on stderr (``log.format: text``
 gives plain lines for people).
@@ -13,13 +13,11 @@ import logging
 import os
 import pathlib
 import sys
-from collections.abc import Sequence
 from typing import Any, Final
 
-from qcluster import __version__
 from qcluster.config import ConfigError, Settings, load_settings, log_level_number
 
-__all__ = ["main"]
+__all__ = ["add_parser", "run"]
 
 _RESERVED_RECORD_KEYS: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -53,10 +51,7 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(log_level_number(settings))
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qcluster", description="qcluster vector database")
-    parser.add_argument("--version", action="version", version=f"qcluster {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_parser(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run a node")
     serve.add_argument("--config", type=pathlib.Path, default=None, help="YAML config file")
     serve.add_argument("--data-dir", default=None, help="storage directory (storage.data_dir)")
@@ -64,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=None, help="REST port (service.http_port)")
     serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port (service.grpc_port)")
     serve.add_argument("--log-level", default=None, help="log.level")
-    return parser
+    serve.set_defaults(run=run)
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
@@ -76,9 +71,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(config_file=args.config, environ=os.environ, overrides=overrides)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    assert args.command == "serve"
+def run(args: argparse.Namespace) -> int:
     try:
         settings = _settings_from(args)
     except ConfigError as exc:
@@ -88,7 +81,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     from qcluster.node import serve  # noqa: PLC0415 - keep `--help` fast and free of aiohttp
 
     return serve(settings)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
