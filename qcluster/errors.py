@@ -10,7 +10,8 @@ Every error that crosses a layer boundary is a ``QclusterError``. Only
     ├── NotFound                  a named collection / point / alias does not exist
     ├── AlreadyExists             creating something that exists
     ├── LimitExceeded             a documented bound (qcluster.limits) was crossed
-    ├── PreconditionFailed        a compare-and-set saw a different state
+    ├── PreconditionFailed        a compare-and-set saw a different state, or the node's
+    │                             mode forbids the call (cluster operations without cluster mode)
     ├── Unauthorized              no or bad credentials
     ├── Forbidden                 credentials lack the role
     ├── Unavailable (retryable)   the service cannot answer now

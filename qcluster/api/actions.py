@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from qcluster import limits
 
-from qcluster.api.schema.parse import loads_object, point_id
+from qcluster.api.schema.parse import json_type, loads_object, point_id
 from qcluster.api.schema.parse_collection import (
     parse_alias_actions,
     parse_create_collection,
@@ -55,7 +55,7 @@ from qcluster.api.schema.render import (
     render_update_result,
 )
 from qcluster.api.schema.vectors import check_dense_matrix
-from qcluster.errors import InvalidRequest, LimitExceeded, NotFound, QclusterError
+from qcluster.errors import InvalidRequest, LimitExceeded, NotFound, PreconditionFailed, QclusterError
 from qcluster.operations import DeleteFieldIndex, Operation
 from qcluster.types import CollectionConfig, PayloadSelector, PointId, QueryRequest, ScoredPoint
 
@@ -64,9 +64,12 @@ if TYPE_CHECKING:
     from qcluster.storage.toc import TableOfContents
 
 __all__ = [
+    "CLUSTER_OPERATIONS",
     "OPERATION_PARSERS",
     "DenseResults",
     "batch_update",
+    "cluster_status",
+    "collection_cluster_info",
     "collection_aliases",
     "collection_exists",
     "collection_info",
@@ -86,6 +89,7 @@ __all__ = [
     "search",
     "search_batch",
     "update_aliases",
+    "update_cluster_setup",
     "update_collection",
     "write",
 ]
@@ -139,6 +143,62 @@ def create_index(toc: TableOfContents, *, name: str, raw: Any, wait: bool) -> di
 
 def delete_index(toc: TableOfContents, *, name: str, field_name: str, wait: bool) -> dict[str, Any]:
     return render_update_result(toc.collection(name).update(DeleteFieldIndex(field_name=field_name), wait=wait))
+
+
+# -------------------------------------------------------------------- cluster
+#
+# The single-node forms of Qdrant's cluster endpoints: what Qdrant answers with
+# cluster mode disabled. Every shard of a collection is local and Active, there
+# are no peers, so nothing can move between them.
+
+# The peer id a single node reports (it has no peers to tell apart).
+SINGLE_NODE_PEER_ID: Final = 0
+
+# Qdrant's cluster operations (``POST /collections/{name}/cluster``), by key.
+CLUSTER_OPERATIONS: Final = (
+    "move_shard", "replicate_shard", "abort_transfer", "drop_replica", "create_sharding_key",
+    "drop_sharding_key", "restart_transfer", "start_resharding", "abort_resharding", "replicate_points",
+)
+
+
+def cluster_status(_toc: TableOfContents) -> dict[str, Any]:
+    return {"status": "disabled"}
+
+
+def collection_cluster_info(toc: TableOfContents, *, name: str) -> dict[str, Any]:
+    collection = toc.collection(name)
+    counts = collection.shard_point_counts()
+    assert len(counts) == collection.config.shard_number, (len(counts), collection.config.shard_number)
+    return {
+        "peer_id": SINGLE_NODE_PEER_ID,
+        "shard_count": len(counts),
+        "local_shards": [{"shard_id": shard_id, "points_count": points, "state": "Active"}
+                         for shard_id, points in enumerate(counts)],
+        "remote_shards": [],
+        "shard_transfers": [],
+    }
+
+
+def update_cluster_setup(toc: TableOfContents, *, name: str, raw: Any) -> bool:
+    """Validate the operation, then refuse it: a single node has no peers."""
+    toc.collection(name)  # 404 first, as for every collection endpoint
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"Format error in JSON body: expected an object at the top level, got {json_type(raw)}")
+    unknown = [key for key in raw if key not in CLUSTER_OPERATIONS]
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown cluster operation (expected one of "
+                             f"{', '.join(CLUSTER_OPERATIONS)})")
+    present = [key for key, value in raw.items() if value is not None]  # null counts as absent
+    if len(present) != 1:
+        raise InvalidRequest(f"body: expected exactly one of {', '.join(CLUSTER_OPERATIONS)}, "
+                             f"got {', '.join(present) if present else 'none'}")
+    operation = present[0]
+    if not isinstance(raw[operation], dict):
+        raise InvalidRequest(f"{operation}: expected an object, got {json_type(raw[operation])}")
+    raise PreconditionFailed(
+        f"cluster mode is not enabled on this node: cannot {operation} in collection `{name}` "
+        "(a single node has no peers; every shard is local and Active)"
+    )
 
 
 # --------------------------------------------------------------------- writes

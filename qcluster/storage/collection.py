@@ -263,6 +263,10 @@ class Collection:
     def count(self, *, filter: dict[str, Any] | None, exact: bool) -> int:
         return sum(shard.count(filter=filter) for shard in self.shards)
 
+    def shard_point_counts(self) -> list[int]:
+        """Live points of each local shard, by shard id (each shard read on its own)."""
+        return [shard.count(filter=None) for shard in self.shards]
+
 
 def _rank_key(score: float, config: CollectionConfig, using: str) -> float:
     return score if config.vectors[using].distance.higher_is_better else -score

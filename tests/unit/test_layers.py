@@ -28,9 +28,9 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
 }
 # third-party modules only some layers may use
-RESTRICTED = {"pysyncobj": {"consensus"}, "aiohttp": {"api", "node", "client", "cli"}, "grpc": {"api", "node", "client", "transport", "proto"},
-              # Qdrant's wire definitions and converters: the public API and the SDK only.
-              "qdrant_client": {"api", "client"}}
+RESTRICTED = {"pysyncobj": {"consensus"}, "aiohttp": {"api", "node", "client", "cli"}, "grpc": {"api", "node", "client", "transport", "proto", "cli"},
+              # Qdrant's wire definitions, converters and client: the public API and the client side only.
+              "qdrant_client": {"api", "client", "cli"}}
 
 
 def _layer(path: Path) -> str:

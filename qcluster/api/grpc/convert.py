@@ -33,6 +33,8 @@ from qcluster.errors import InvalidRequest
 
 __all__ = [
     "as_invalid_request",
+    "cluster_operation_request",
+    "collection_cluster_info_reply",
     "count_request",
     "create_collection_request",
     "create_index_request",
@@ -154,6 +156,14 @@ def create_index_request(message: pb.CreateFieldIndexCollection) -> dict[str, An
     return raw
 
 
+def cluster_operation_request(message: pb.UpdateCollectionClusterSetupRequest) -> dict[str, Any]:
+    """``{"<operation>": {...}}`` as the REST body; ``{}`` when no operation is set."""
+    which = message.WhichOneof("operation")
+    if which is None:
+        return {}
+    return dump(GrpcToRest.convert_cluster_operations(getattr(message, which)))
+
+
 # ------------------------------------------------------------------ points
 
 
@@ -243,6 +253,10 @@ def record_reply(value: dict[str, Any]) -> pb.RetrievedPoint:
 
 def collection_info_reply(value: dict[str, Any]) -> pb.CollectionInfo:
     return _reply(models.CollectionInfo, RestToGrpc.convert_collection_info, value)
+
+
+def collection_cluster_info_reply(value: dict[str, Any]) -> pb.CollectionClusterInfoResponse:
+    return _reply(models.CollectionClusterInfo, RestToGrpc.convert_collection_cluster_info, value)
 
 
 def alias_reply(value: dict[str, Any]) -> pb.AliasDescription:

@@ -108,10 +108,21 @@ def _all_aliases(toc: TableOfContents, _request: pb.ListAliasesRequest) -> Messa
     return _aliases_reply(actions.collection_aliases(toc, name=None))
 
 
+def _cluster_info(toc: TableOfContents, request: pb.CollectionClusterInfoRequest) -> Message:
+    return C.collection_cluster_info_reply(actions.collection_cluster_info(toc, name=_name(request)))
+
+
+def _update_cluster_setup(toc: TableOfContents, request: pb.UpdateCollectionClusterSetupRequest) -> Message:
+    raw = _converted(C.cluster_operation_request, request)
+    result = actions.update_cluster_setup(toc, name=_name(request), raw=raw)
+    return pb.UpdateCollectionClusterSetupResponse(result=result)
+
+
 _COLLECTIONS: Final[dict[str, SyncRpc]] = {
     "List": _list, "Get": _get, "Create": _create, "Update": _update, "Delete": _delete_collection,
     "CollectionExists": _exists, "UpdateAliases": _update_aliases,
     "ListCollectionAliases": _collection_aliases, "ListAliases": _all_aliases,
+    "CollectionClusterInfo": _cluster_info, "UpdateCollectionClusterSetup": _update_cluster_setup,
 }
 
 # ------------------------------------------------------------------ writes

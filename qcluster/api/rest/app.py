@@ -20,7 +20,7 @@ from aiohttp import web
 
 from qcluster.api.auth import authenticate
 from qcluster.api.error_mapping import http_headers_for, wire_status_for
-from qcluster.api.rest import collections, points, query, service
+from qcluster.api.rest import cluster, collections, points, query, service
 from qcluster.api.rest._request import STATE_KEY, NodeState
 from qcluster.api.rest._route import Handler, Route
 from qcluster.api.rest.openapi import build_document
@@ -46,7 +46,7 @@ _OPENAPI_ROUTE: Final = Route("GET", "/openapi.json", _openapi, "openapi", "This
                               is_enveloped=False)
 
 ALL_ROUTES: Final[tuple[Route, ...]] = (
-    *service.ROUTES, _OPENAPI_ROUTE, *collections.ROUTES, *points.ROUTES, *query.ROUTES,
+    *service.ROUTES, _OPENAPI_ROUTE, *collections.ROUTES, *points.ROUTES, *query.ROUTES, *cluster.ROUTES,
 )
 
 

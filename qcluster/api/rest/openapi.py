@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 import qcluster
+from qcluster.api.actions import CLUSTER_OPERATIONS
 from qcluster.api.rest._route import Route
 
 __all__ = ["SCHEMAS", "build_document"]
@@ -83,6 +84,7 @@ _COLLECTION_INFO: Final = _object({
     "created_at": _STR,
 }, required=("status", "optimizer_status", "segments_count", "config", "payload_schema"))
 _ALIASES: Final = _object({"aliases": _array(_object({"alias_name": _STR, "collection_name": _STR}))})
+_SHARD_STATE: Final = {"type": "string", "enum": ["Active"]}
 
 SCHEMAS: Final[dict[str, Any]] = {
     "Any": _ANY,
@@ -133,6 +135,15 @@ SCHEMAS: Final[dict[str, Any]] = {
     "SearchRequestBatch": _object({"searches": _array(_SEARCH_REQUEST)}, required=("searches",)),
     "ScoredPointList": _array(_SCORED_POINT),
     "ScoredPointListList": _array(_array(_SCORED_POINT)),
+    "ClusterStatus": _object({"status": {"type": "string", "enum": ["disabled"]}}, required=("status",)),
+    "CollectionClusterInfo": _object({
+        "peer_id": _INT, "shard_count": _INT,
+        "local_shards": _array(_object({"shard_id": _INT, "shard_key": _ANY, "points_count": _INT,
+                                        "state": _SHARD_STATE}, required=("shard_id", "points_count", "state"))),
+        "remote_shards": _array(_OBJ), "shard_transfers": _array(_OBJ),
+    }, required=("peer_id", "shard_count", "local_shards", "remote_shards", "shard_transfers")),
+    # Exactly one key; every operation answers 409 on a single node.
+    "ClusterOperations": {"anyOf": [_object({key: _OBJ}, required=(key,)) for key in CLUSTER_OPERATIONS]},
 }
 
 _PATH_PARAMETER = re.compile(r"{(\w+)}")

@@ -1,0 +1,46 @@
+"""Cluster endpoints, in the single-node form Qdrant answers when cluster mode
+is disabled. What each does is in ``qcluster.api.actions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from qcluster.api import actions
+from qcluster.api.rest._request import run_storage, run_with_body, timeout_param
+from qcluster.api.rest._route import Route
+from qcluster.api.schema.parse import check_collection_name
+
+__all__ = ["ROUTES"]
+
+
+def _name(request: web.Request) -> str:
+    return check_collection_name(request.match_info["collection_name"])
+
+
+async def cluster_status(request: web.Request) -> Any:
+    return await run_storage(request, actions.cluster_status)
+
+
+async def collection_cluster_info(request: web.Request) -> Any:
+    return await run_storage(request, actions.collection_cluster_info, name=_name(request))
+
+
+async def update_collection_cluster(request: web.Request) -> Any:
+    name = _name(request)
+    timeout_param(request)
+    return await run_with_body(request, actions.update_cluster_setup, name=name)
+
+
+_C = "/collections/{collection_name}"
+
+ROUTES = (
+    Route("GET", "/cluster", cluster_status, "cluster_status", "Cluster status (always disabled: one node)",
+          result_schema="ClusterStatus"),
+    Route("GET", f"{_C}/cluster", collection_cluster_info, "collection_cluster_info",
+          "Shards of a collection and their point counts", result_schema="CollectionClusterInfo"),
+    Route("POST", f"{_C}/cluster", update_collection_cluster, "update_collection_cluster",
+          "Move, replicate or drop shards (409: cluster mode is not enabled)",
+          request_schema="ClusterOperations", result_schema="Bool", query_params=("timeout",)),
+)
