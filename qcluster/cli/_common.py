@@ -23,12 +23,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import grpc
-import httpx
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
 from qcluster.client import Client
-from qcluster.client._dense import error_from_rpc
+from qcluster.client.errors import as_qcluster_error
 from qcluster.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -80,25 +76,6 @@ def connect(args: argparse.Namespace) -> Client:
     return Client(args.url, grpc_port=args.grpc_port, api_key=args.api_key, timeout=args.timeout)
 
 
-def _as_qcluster_error(error: Exception) -> QclusterError | None:
-    """qdrant-client's and gRPC's failures as qcluster errors."""
-    if isinstance(error, QclusterError):
-        return error
-    if isinstance(error, grpc.RpcError):
-        return error_from_rpc(error)
-    if isinstance(error, UnexpectedResponse):
-        try:
-            message = str(error.structured()["status"]["error"])
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {error.status_code}: {error.reason_phrase}"
-        by_status: dict[int, type[QclusterError]] = {400: InvalidRequest, 422: InvalidRequest, 401: Unauthorized,
-                                                     403: Forbidden, 404: NotFound, 409: AlreadyExists}
-        return by_status.get(error.status_code, Unavailable)(message)
-    if isinstance(error, ResponseHandlingException | httpx.TransportError | ConnectionError):
-        return Unavailable(f"cannot reach the node: {error}")
-    return None
-
-
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
     """``data`` as JSON with ``--json``, else ``text``."""
     if args.json:
@@ -131,7 +108,7 @@ def command(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             _report(args, "usage", str(error))
             return EXIT_USAGE
         except Exception as error:  # noqa: BLE001 - every failure ends as a message and an exit code
-            mapped = _as_qcluster_error(error)
+            mapped = as_qcluster_error(error)
             if mapped is None:
                 raise
             _report(args, mapped.code, mapped.message, notes=getattr(error, "__notes__", ()))

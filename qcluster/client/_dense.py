@@ -12,21 +12,10 @@ from typing import Any, Final
 import grpc
 import numpy as np
 import orjson
+from qdrant_client import models
 
 from qcluster import limits
-from qcluster.errors import (
-    AlreadyExists,
-    DataCorruption,
-    DeadlineExceeded,
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    Overloaded,
-    PreconditionFailed,
-    QclusterError,
-    Unauthorized,
-    Unavailable,
-)
+from qcluster.errors import InvalidRequest
 from qcluster.proto.v1 import dense_pb2
 
 __all__ = [
@@ -34,9 +23,9 @@ __all__ = [
     "UploadResult",
     "Vectors",
     "backoff_s",
-    "error_from_rpc",
     "query_requests",
     "query_result",
+    "shard_operation",
     "upload_plan",
 ]
 
@@ -64,22 +53,6 @@ def backoff_s(attempt: int) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based): 0.1, 0.2, 0.4 ... capped at 5."""
     assert attempt >= 1
     return float(min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (attempt - 1)))
-
-
-def error_from_rpc(error: grpc.RpcError) -> QclusterError:
-    """The server's status as qcluster's error (the inverse of the server's table)."""
-    code = error.code()  # type: ignore[attr-defined]
-    message = error.details() or code.name  # type: ignore[attr-defined]
-    simple: dict[grpc.StatusCode, type[QclusterError]] = {
-        grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest, grpc.StatusCode.NOT_FOUND: NotFound,
-        grpc.StatusCode.ALREADY_EXISTS: AlreadyExists, grpc.StatusCode.FAILED_PRECONDITION: PreconditionFailed,
-        grpc.StatusCode.UNAUTHENTICATED: Unauthorized, grpc.StatusCode.PERMISSION_DENIED: Forbidden,
-        grpc.StatusCode.UNAVAILABLE: Unavailable, grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-        grpc.StatusCode.DATA_LOSS: DataCorruption,
-    }
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return Overloaded(message, retry_after_s=0.0)
-    return simple.get(code, QclusterError)(message)
 
 
 def _matrix(rows: np.ndarray) -> dense_pb2.Matrix:
@@ -227,3 +200,18 @@ def query_result(replies: list[dense_pb2.DenseQueryReply], *, limit: int, single
         return QueryResult(ids=ids[0], scores=scores[0], counts=counts,
                            payloads=payloads[0] if payloads is not None else None)
     return QueryResult(ids=ids, scores=scores, counts=counts, payloads=payloads)
+
+
+def shard_operation(kind: str, *, shard_id: int, peer_id: int | None = None, from_peer_id: int | None = None,
+                    to_peer_id: int | None = None) -> Any:
+    """One of Qdrant's cluster operations for ``POST /collections/{c}/cluster``."""
+    if kind == "drop_replica":
+        assert peer_id is not None
+        return models.DropReplicaOperation(drop_replica=models.Replica(shard_id=shard_id, peer_id=peer_id))
+    assert from_peer_id is not None and to_peer_id is not None
+    if kind == "move_shard":
+        return models.MoveShardOperation(move_shard=models.MoveShard(
+            shard_id=shard_id, from_peer_id=from_peer_id, to_peer_id=to_peer_id))
+    assert kind == "replicate_shard", kind
+    return models.ReplicateShardOperation(replicate_shard=models.ReplicateShard(
+        shard_id=shard_id, from_peer_id=from_peer_id, to_peer_id=to_peer_id))

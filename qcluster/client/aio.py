@@ -17,13 +17,14 @@ from qcluster.client._dense import (
     Vectors,
     backoff_s,
     channel_options,
-    error_from_rpc,
     is_retryable,
     query_requests,
     query_result,
+    shard_operation,
     upload_plan,
 )
 from qcluster.client.sync import DEFAULT_GRPC_PORT, DEFAULT_URL, _progress_bar, grpc_target
+from qcluster.client.errors import error_from_rpc, raises_qcluster_errors_async
 from qcluster.errors import InvalidRequest, QclusterError
 from qcluster.proto.v1 import dense_pb2_grpc
 
@@ -128,11 +129,29 @@ class AsyncClient:
                                          for request in requests))
         return query_result([reply for reply, _used in replies], limit=limit, single=np.ndim(vectors) == 1)
 
+    @raises_qcluster_errors_async
     async def count(self, collection: str, *, exact: bool = True) -> int:
         return (await self.qdrant.count(collection, exact=exact)).count
 
+    @raises_qcluster_errors_async
     async def cluster_status(self) -> Any:
         return await self.qdrant.cluster_status()
 
+    @raises_qcluster_errors_async
     async def shard_placement(self, collection: str) -> Any:
         return await self.qdrant.collection_cluster_info(collection)
+
+    @raises_qcluster_errors_async
+    async def move_shard(self, collection: str, shard_id: int, *, from_peer_id: int, to_peer_id: int) -> bool:
+        return await self.qdrant.cluster_collection_update(collection, shard_operation(
+            "move_shard", shard_id=shard_id, from_peer_id=from_peer_id, to_peer_id=to_peer_id))
+
+    @raises_qcluster_errors_async
+    async def replicate_shard(self, collection: str, shard_id: int, *, from_peer_id: int, to_peer_id: int) -> bool:
+        return await self.qdrant.cluster_collection_update(collection, shard_operation(
+            "replicate_shard", shard_id=shard_id, from_peer_id=from_peer_id, to_peer_id=to_peer_id))
+
+    @raises_qcluster_errors_async
+    async def drop_replica(self, collection: str, shard_id: int, *, peer_id: int) -> bool:
+        return await self.qdrant.cluster_collection_update(collection, shard_operation(
+            "drop_replica", shard_id=shard_id, peer_id=peer_id))

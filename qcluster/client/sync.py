@@ -18,12 +18,13 @@ from qcluster.client._dense import (
     Vectors,
     backoff_s,
     channel_options,
-    error_from_rpc,
     is_retryable,
     query_requests,
     query_result,
+    shard_operation,
     upload_plan,
 )
+from qcluster.client.errors import error_from_rpc, raises_qcluster_errors
 from qcluster.errors import InvalidRequest, QclusterError
 from qcluster.proto.v1 import dense_pb2_grpc
 
@@ -176,27 +177,31 @@ class Client:
 
     # ------------------------------------------------------- administration
 
+    @raises_qcluster_errors
     def count(self, collection: str, *, exact: bool = True) -> int:
         return self.qdrant.count(collection, exact=exact).count
 
+    @raises_qcluster_errors
     def cluster_status(self) -> Any:
         """``GET /cluster``: this node's peer id, the peers, Raft state (``{"status": "disabled"}`` alone)."""
         return self.qdrant.cluster_status()
 
+    @raises_qcluster_errors
     def shard_placement(self, collection: str) -> Any:
         """``GET /collections/{collection}/cluster``: local and remote shards, their states, transfers."""
         return self.qdrant.collection_cluster_info(collection)
 
+    @raises_qcluster_errors
     def move_shard(self, collection: str, shard_id: int, *, from_peer_id: int, to_peer_id: int) -> bool:
-        return self.qdrant.cluster_collection_update(collection, models.MoveShardOperation(
-            move_shard=models.MoveShard(shard_id=shard_id, from_peer_id=from_peer_id, to_peer_id=to_peer_id)))
+        return self.qdrant.cluster_collection_update(collection, shard_operation(
+            "move_shard", shard_id=shard_id, from_peer_id=from_peer_id, to_peer_id=to_peer_id))
 
+    @raises_qcluster_errors
     def replicate_shard(self, collection: str, shard_id: int, *, from_peer_id: int, to_peer_id: int) -> bool:
-        return self.qdrant.cluster_collection_update(collection, models.ReplicateShardOperation(
-            replicate_shard=models.ReplicateShard(shard_id=shard_id, from_peer_id=from_peer_id,
-                                                  to_peer_id=to_peer_id)))
+        return self.qdrant.cluster_collection_update(collection, shard_operation(
+            "replicate_shard", shard_id=shard_id, from_peer_id=from_peer_id, to_peer_id=to_peer_id))
 
+    @raises_qcluster_errors
     def drop_replica(self, collection: str, shard_id: int, *, peer_id: int) -> bool:
-        return self.qdrant.cluster_collection_update(collection, models.DropReplicaOperation(
-            drop_replica=models.Replica(shard_id=shard_id, peer_id=peer_id)))
-
+        return self.qdrant.cluster_collection_update(collection, shard_operation(
+            "drop_replica", shard_id=shard_id, peer_id=peer_id))

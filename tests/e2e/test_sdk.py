@@ -14,7 +14,7 @@ import pytest
 from qdrant_client import models
 
 from qcluster.client import AsyncClient, Client
-from qcluster.errors import InvalidRequest, NotFound
+from qcluster.errors import InvalidRequest, NotFound, PreconditionFailed
 from tests.e2e.conftest import Node
 
 pytestmark = pytest.mark.e2e
@@ -120,3 +120,17 @@ def test_async_client(shared_node: Node) -> None:
             assert hits.ids[:, 0].tolist() == list(range(40)), "each vector's nearest point is itself"
 
     asyncio.run(scenario())
+
+
+def test_cluster_administration(client: Client) -> None:
+    assert client.qdrant.create_collection("sdk_sharded", shard_number=2, vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    client.upload("sdk_sharded", np.ones((50, 2), dtype=np.float32))
+    assert client.cluster_status().status == "disabled"
+    placement = client.shard_placement("sdk_sharded")
+    assert sorted(shard.shard_id for shard in placement.local_shards) == [0, 1]
+    assert sum(shard.points_count for shard in placement.local_shards) == 50
+    with pytest.raises(PreconditionFailed, match="cluster mode is not enabled"):
+        client.move_shard("sdk_sharded", 0, from_peer_id=0, to_peer_id=1)
+    with pytest.raises(NotFound):
+        client.shard_placement("sdk_absent")

@@ -9,7 +9,6 @@ never stalls the loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
