@@ -8,22 +8,30 @@ dimensions, finiteness, payloads, limits) is the same code as for JSON, in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 import numpy as np
 import orjson
+from google.protobuf.message import Message
 
 from qcluster.api import actions
+from qcluster.api.batcher import Batcher
 from qcluster.api.grpc.dispatch import Dispatcher
 from qcluster.api.schema.parse import check_collection_name
-from qcluster.errors import InvalidRequest
+from qcluster.api.state import NodeState
+from qcluster.errors import InvalidRequest, QclusterError
 from qcluster.proto.v1 import dense_pb2, dense_pb2_grpc
 
 if TYPE_CHECKING:
     from qcluster.storage.toc import TableOfContents
 
 __all__ = ["add_dense_service", "matrix_from_proto"]
+
+# Single-row queries of concurrent requests share one search (as REST's single queries do).
+_ROWS_BATCH_MAX: Final = 64
+_ROWS_BATCHES_PARALLEL: Final = 2
 
 
 def matrix_from_proto(message: dense_pb2.Matrix, *, path: str) -> np.ndarray:
@@ -60,9 +68,8 @@ def _upsert(toc: TableOfContents, request: dense_pb2.DenseUpsertRequest) -> dens
     return dense_pb2.DenseUpsertReply(operation_id=result["operation_id"], status=result["status"])
 
 
-def _query(toc: TableOfContents, request: dense_pb2.DenseQueryRequest) -> dense_pb2.DenseQueryReply:
-    name = check_collection_name(request.collection_name)
-    queries = matrix_from_proto(request.queries, path="queries")
+def _query_params(request: dense_pb2.DenseQueryRequest) -> dict[str, Any]:
+    """Everything of a query request but its vectors, in Qdrant's JSON shape."""
     params: dict[str, Any] = {"exact": request.exact}
     if request.HasField("hnsw_ef"):
         params["hnsw_ef"] = request.hnsw_ef
@@ -74,24 +81,82 @@ def _query(toc: TableOfContents, request: dense_pb2.DenseQueryRequest) -> dense_
         raw["filter"] = _json(request.filter_json, path="filter_json")
     if request.HasField("score_threshold"):
         raw["score_threshold"] = request.score_threshold
-    results = actions.dense_query(toc, name=name, queries=queries, raw=raw)
-    reply = dense_pb2.DenseQueryReply(counts=results.counts.astype("<u4").tobytes(),
-                                      scores=results.scores.astype("<f4").tobytes())
-    if all(isinstance(point_id, int) for point_id in results.ids):
-        reply.ids = np.asarray(results.ids, dtype="<u8").tobytes()
+    return raw
+
+
+def _reply(results: actions.DenseResults, begin: int, end: int, *, rows: slice) -> dense_pb2.DenseQueryReply:
+    """The reply for query rows ``rows`` whose results are ``[begin, end)`` of the flat results."""
+    reply = dense_pb2.DenseQueryReply(counts=results.counts[rows].astype("<u4").tobytes(),
+                                      scores=results.scores[begin:end].astype("<f4").tobytes())
+    ids = results.ids[begin:end]
+    if all(isinstance(point_id, int) for point_id in ids):
+        reply.ids = np.asarray(ids, dtype="<u8").tobytes()
     else:
-        reply.uuids.extend(str(point_id) for point_id in results.ids)
+        reply.uuids.extend(str(point_id) for point_id in ids)
     if results.payloads is not None:
-        reply.payloads_json = orjson.dumps(results.payloads)
+        reply.payloads_json = orjson.dumps(results.payloads[begin:end])
     return reply
 
 
+def _query(toc: TableOfContents, request: dense_pb2.DenseQueryRequest) -> dense_pb2.DenseQueryReply:
+    name = check_collection_name(request.collection_name)
+    queries = matrix_from_proto(request.queries, path="queries")
+    results = actions.dense_query(toc, name=name, queries=queries, raw=_query_params(request))
+    return _reply(results, 0, len(results.ids), rows=slice(None))
+
+
+def _group_key(request: dense_pb2.DenseQueryRequest) -> bytes:
+    """Requests with equal keys differ only in their query vector."""
+    shape = dense_pb2.DenseQueryRequest()
+    shape.CopyFrom(request)
+    shape.queries.data = b""
+    return shape.SerializeToString(deterministic=True)
+
+
+def _query_rows(state: NodeState, items: list[dense_pb2.DenseQueryRequest]) -> list[Message | BaseException]:
+    """Single-row queries from concurrent requests (see ``Batcher``): the ones
+    with the same collection and parameters are searched as one matrix; each
+    request keeps its own errors."""
+    toc = state.ready_toc()
+    outcomes: list[Message | BaseException | None] = [None] * len(items)
+    groups: dict[bytes, list[int]] = {}
+    for position, request in enumerate(items):
+        groups.setdefault(_group_key(request), []).append(position)
+    for positions in groups.values():
+        first = items[positions[0]]
+        try:
+            name = check_collection_name(first.collection_name)
+            matrix = np.concatenate([matrix_from_proto(items[position].queries, path="queries")
+                                     for position in positions])
+            results = actions.dense_query(toc, name=name, queries=matrix, raw=_query_params(first))
+        except QclusterError as error:
+            for position in positions:
+                outcomes[position] = error
+            continue
+        ends = np.cumsum(results.counts).tolist()
+        for row, position in enumerate(positions):
+            begin = ends[row - 1] if row else 0
+            outcomes[position] = _reply(results, begin, ends[row], rows=slice(row, row + 1))
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
 def add_dense_service(server: grpc.aio.Server, dispatcher: Dispatcher) -> None:
+    rows_batcher: Batcher[dense_pb2.DenseQueryRequest, Message] = Batcher(
+        executor=dispatcher.state.executor, run_batch=functools.partial(_query_rows, dispatcher.state),
+        batch_max=_ROWS_BATCH_MAX, parallel_max=_ROWS_BATCHES_PARALLEL)
+
+    async def query(request: dense_pb2.DenseQueryRequest) -> Message:
+        if request.queries.rows != 1:
+            return await dispatcher.run_sync(_query, request)
+        dispatcher.state.ready_toc()
+        return await rows_batcher.submit(request)
+
     class DensePoints(dense_pb2_grpc.DensePointsServicer):
         async def Upsert(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
             return await dispatcher.serve("Upsert", context, lambda: dispatcher.run_sync(_upsert, request))
 
         async def Query(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
-            return await dispatcher.serve("Query", context, lambda: dispatcher.run_sync(_query, request))
+            return await dispatcher.serve("Query", context, lambda: query(request))
 
     dense_pb2_grpc.add_DensePointsServicer_to_server(DensePoints(), server)
