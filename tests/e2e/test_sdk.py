@@ -138,3 +138,31 @@ def test_cluster_administration(client: Client) -> None:
         client.move_shard("sdk_sharded", 0, from_peer_id=0, to_peer_id=1)
     with pytest.raises(NotFound):
         client.shard_placement("sdk_absent")
+
+
+def test_concurrent_single_queries_keep_their_own_parameters(shared_node: Node) -> None:
+    """Single-row queries arriving together are searched together, grouped by
+    parameters; each must get exactly the answer it gets alone."""
+    async def scenario() -> None:
+        async with AsyncClient(shared_node.url, grpc_port=shared_node.grpc_port) as sdk:
+            await sdk.qdrant.create_collection("sdk_mixed", vectors_config=models.VectorParams(
+                size=6, distance=models.Distance.EUCLID))
+            vectors = np.random.default_rng(8).normal(size=(400, 6)).astype(np.float32)
+            await sdk.upload("sdk_mixed", vectors, payloads=[{"odd": i % 2 == 1} for i in range(400)])
+            odd = {"must": [{"key": "odd", "match": {"value": True}}]}
+            calls = [dict(limit=1 + i % 4, filter=odd if i % 3 == 0 else None, exact=True) for i in range(60)]
+            together = await asyncio.gather(*(sdk.query("sdk_mixed", vectors[i], **kwargs)
+                                              for i, kwargs in enumerate(calls)))
+            alone = [await sdk.query("sdk_mixed", vectors[i], **kwargs) for i, kwargs in enumerate(calls)]
+            wrong_dim = sdk.query("sdk_mixed", np.ones(3, dtype=np.float32))
+            good = sdk.query("sdk_mixed", vectors[5], limit=2, exact=True)
+            outcomes = await asyncio.gather(wrong_dim, good, return_exceptions=True)
+        for i, (mixed, single) in enumerate(zip(together, alone, strict=True)):
+            assert mixed.ids.tolist() == single.ids.tolist(), i
+            assert len(mixed.ids) == calls[i]["limit"]
+            if calls[i]["filter"] is not None:
+                assert all(point_id % 2 == 1 for point_id in mixed.ids.tolist())
+        assert isinstance(outcomes[0], InvalidRequest)
+        assert outcomes[1].ids.tolist()[0] == 5
+
+    asyncio.run(scenario())
