@@ -162,6 +162,11 @@ def markdown(run: dict[str, Any], plot_name: str | None) -> str:
               "(1 for one client, 8 for 8 clients), orjson bodies prepared before the clock starts, answers "
               "decoded in the timed loop. Batched = `/points/query/batch` with "
               f"{config['batch_size']} searches per request.",
+              "- qcluster-grpc is the same server over qcluster's dense gRPC extension (`qcluster.proto.v1."
+              "DensePoints`, raw float32 matrices): ingest with the SDK's `Client.upload`, searches from "
+              "`bench/grpc_client.py` (a separate process: grpc.aio, one channel shared by N tasks, request "
+              "messages built before the clock starts, replies decoded with `np.frombuffer` in the timed loop). "
+              f"Batched = one `Query` with {config['batch_size']} query rows.",
               "- In-process systems: 8 clients = 8 threads sharing the system object.",
               "- Ingest: batches of 1 000 points with payloads; ingest pts/s = points / time until the last batch "
               "was acknowledged; 'indexed after' = from the first batch until the index is complete; "

@@ -6,7 +6,7 @@
 Each system runs in its own worker process (bench/worker.py) on the same data
 and queries; results go to ``<out>/<dataset>-<YYYY-MM-DD>.{json,md}`` and a
 recall/QPS plot next to them. ``--quick``: first 5 000 pypi points, 100
-queries, faiss and qcluster only, written to a temp dir unless ``--out``.
+queries, faiss, qcluster and qcluster-grpc only, written to a temp dir unless ``--out``.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from bench.systems import ALL
 from bench.worker import PARTIAL_NAME
 from bench.workload import RunConfig, write_workload
 
-QUICK_SYSTEMS = ("faiss", "qcluster")
+QUICK_SYSTEMS = ("faiss", "qcluster", "qcluster-grpc")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5 000 pypi points, 100 queries, faiss + qcluster")
+    parser.add_argument("--quick", action="store_true",
+                        help="5 000 pypi points, 100 queries, faiss + qcluster + qcluster-grpc")
     parser.add_argument("--dataset", default="pypi", help="pypi, synthetic, or both comma-separated")
     parser.add_argument("--systems", default=None, help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--out", default=None, help="output folder (default bench/results; a temp dir with --quick)")

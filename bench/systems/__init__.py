@@ -11,6 +11,7 @@ from bench.systems.base import System
 MODULES: Final = {
     "faiss": "bench.systems.faiss_hnsw",
     "qcluster": "bench.systems.qcluster",
+    "qcluster-grpc": "bench.systems.qcluster_grpc",
     "qdrant-local": "bench.systems.qdrant_local",
     "chromadb": "bench.systems.chroma",
     "milvus-lite": "bench.systems.milvus_lite",

@@ -49,14 +49,16 @@ def free_port() -> int:
 class Qcluster(System):
     name = "qcluster"
     in_process = False
+    # The separate-process load client (``python -m MODULE *self.load_client_args()``).
+    load_client: str = "bench.http_client"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.data_dir = self.workdir / "qcluster-data"
         self.http_port = free_port()
-        grpc_port = free_port()
-        while grpc_port == self.http_port:
-            grpc_port = free_port()
+        self.grpc_port = free_port()
+        while self.grpc_port == self.http_port:
+            self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -66,7 +68,7 @@ class Qcluster(System):
         self._log: IO[bytes] = self.log_path.open("ab")
         self.server: subprocess.Popen[bytes] | None = subprocess.Popen(
             [sys.executable, "-m", "qcluster", "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-             "--http-port", str(self.http_port), "--grpc-port", str(grpc_port)],
+             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
             cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.http = httpx.Client(base_url=self.url, timeout=600.0)
         self.client: subprocess.Popen[str] | None = None
@@ -143,6 +145,19 @@ class Qcluster(System):
             "vectors": self.dataset.base[start:stop].tolist(),
             "payloads": self.dataset.payloads[start:stop]}})
 
+    def _upload(self) -> dict[str, Any]:
+        """Every point with its payload, each batch acknowledged (applied) before this returns;
+        returns details for the ingest figures."""
+        batches = self.batches()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            upcoming = pool.submit(self._body, *batches[0])
+            for position in range(len(batches)):
+                body = upcoming.result()
+                if position + 1 < len(batches):
+                    upcoming = pool.submit(self._body, *batches[position + 1])
+                self._call("PUT", f"/collections/{COLLECTION}/points?wait=true", raw=body)
+        return {}
+
     def ingest(self) -> dict[str, Any]:
         data_kb = self.dataset.n * self.dataset.dim * 4 // 1024
         full_scan_kb = DEFAULT_FULL_SCAN_KB
@@ -159,15 +174,8 @@ class Qcluster(System):
             "optimizers_config": {"indexing_threshold": 0}})
         self._call("PUT", f"{c}/index?wait=true", {"field_name": "year", "field_schema": "integer"})
         self._call("PUT", f"{c}/index?wait=true", {"field_name": "name", "field_schema": "keyword"})
-        batches = self.batches()
         started = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            upcoming = pool.submit(self._body, *batches[0])
-            for position in range(len(batches)):
-                body = upcoming.result()
-                if position + 1 < len(batches):
-                    upcoming = pool.submit(self._body, *batches[position + 1])
-                self._call("PUT", f"{c}/points?wait=true", raw=body)
+        upload_details = self._upload()
         uploaded = time.perf_counter()
         self._call("PATCH", c, {"optimizers_config": {"indexing_threshold": 1}})
         deadline = uploaded + self.config.index_timeout_s
@@ -188,15 +196,18 @@ class Qcluster(System):
         indexed = time.perf_counter()
         return {"upload_s": uploaded - started, "indexed_s": indexed - started, "index_s": indexed - uploaded,
                 "segments_count": info.get("segments_count"), "full_scan_threshold_kb": full_scan_kb,
-                "status_polls": polls}
+                "status_polls": polls, **upload_details}
 
     # -- search through the client process ---------------------------------------------
+    def load_client_args(self) -> list[str]:
+        return [self.url, COLLECTION]
+
     def _client(self) -> subprocess.Popen[str]:
         if self.client is None:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
             self.client = subprocess.Popen(
-                [sys.executable, "-m", "bench.http_client", self.url, COLLECTION], cwd=REPO_ROOT, env=env,
+                [sys.executable, "-m", self.load_client, *self.load_client_args()], cwd=REPO_ROOT, env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         return self.client
 
@@ -225,7 +236,7 @@ class Qcluster(System):
                                int(answer["completed"]), answer.get("error"))
 
     def search(self, query: np.ndarray, ef: int, flt: Any) -> Sequence[int]:
-        raise NotImplementedError("qcluster is searched through bench/http_client.py")
+        raise NotImplementedError(f"{self.name} is searched through {self.load_client}")
 
 
 SYSTEM = Qcluster
