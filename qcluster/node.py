@@ -115,9 +115,13 @@ async def run_node(settings: Settings) -> int:
     exit_code = 0
     grpc_server = None
     try:
-        await site.start()
-        grpc_server, grpc_port = await start_grpc_server(state, host=settings.service.host,
-                                                         port=settings.service.grpc_port)
+        try:
+            await site.start()
+            grpc_server, grpc_port = await start_grpc_server(state, host=settings.service.host,
+                                                             port=settings.service.grpc_port)
+        except OSError as exc:
+            _log.error("cannot listen", extra={"host": settings.service.host, "error": str(exc)})
+            return 1
         _log.info("listening", extra={"host": settings.service.host, "http_port": settings.service.http_port,
                                       "grpc_port": grpc_port})
         if await _load_storage(state, settings, stop):

@@ -1,6 +1,6 @@
 """What the client commands share: connection flags, output, exit codes.
 
-Exit codes (documented in docs/operations.md):
+Exit codes (documented in docs/cli.md):
 
     0  success
     1  unexpected error (a bug: please report it)
@@ -30,6 +30,7 @@ from qcluster.errors import (
     DeadlineExceeded,
     Forbidden,
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     Overloaded,
     PreconditionFailed,
@@ -52,7 +53,7 @@ EXIT_INTERRUPTED: Final = 130
 
 _EXIT_FOR: Final[tuple[tuple[type[QclusterError], int], ...]] = (
     (NotFound, EXIT_NOT_FOUND), (AlreadyExists, EXIT_CONFLICT), (PreconditionFailed, EXIT_CONFLICT),
-    (InvalidRequest, EXIT_INVALID), (Unauthorized, EXIT_AUTH), (Forbidden, EXIT_AUTH),
+    (InvalidRequest, EXIT_INVALID), (LimitExceeded, EXIT_INVALID), (Unauthorized, EXIT_AUTH), (Forbidden, EXIT_AUTH),
     (Unavailable, EXIT_UNAVAILABLE), (DeadlineExceeded, EXIT_UNAVAILABLE), (Overloaded, EXIT_UNAVAILABLE),
 )
 

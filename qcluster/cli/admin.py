@@ -132,7 +132,10 @@ def _query_input(args: argparse.Namespace) -> Any:
             raise UsageError("--vector: expected a JSON array of numbers")
         return vector
     if args.vector_file is not None:
-        matrix = np.load(args.vector_file, mmap_mode="r")
+        try:
+            matrix = np.load(args.vector_file, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--vector-file: cannot read {args.vector_file} as .npy: {exc}") from exc
         if matrix.ndim != 2 or not 0 <= args.row < matrix.shape[0]:
             raise UsageError(f"--row: {args.row} is not a row of {args.vector_file} {matrix.shape}")
         return np.asarray(matrix[args.row], dtype=np.float32).tolist()

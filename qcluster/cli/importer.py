@@ -20,6 +20,7 @@ import pathlib
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Final
@@ -42,7 +43,7 @@ def add_parser(commands: Any) -> None:
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collection", required=True)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--vectors", type=pathlib.Path, help=".npy matrix, one row per point (any float dtype)")
+    source.add_argument("--vectors", type=pathlib.Path, help=".npy matrix, one row per point (any numeric dtype; sent as float32)")
     source.add_argument("--jsonl", type=pathlib.Path,
                         help='.jsonl[.gz] of {"id", "vector", "payload"} objects ("id" defaults to the line number)')
     parser.add_argument("--payloads", type=pathlib.Path, help=".jsonl[.gz], one object (or null) per row of --vectors")
@@ -91,8 +92,20 @@ def _load_ids(path: pathlib.Path) -> list[Any]:
         if array.ndim != 1 or array.dtype.kind not in "iu":
             raise UsageError(f"{path}: expected a 1-d array of integers, got {array.dtype} {array.shape}")
         return [int(value) for value in array]
+    ids: list[Any] = []
     with _open_text(path) as lines:
-        return [int(text) if text.isdigit() else text for text in (line.strip() for line in lines) if text]
+        for number, line in enumerate(lines, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            if text.isdigit():
+                ids.append(int(text))
+                continue
+            try:
+                ids.append(str(uuid.UUID(text)))
+            except ValueError as exc:
+                raise UsageError(f"{path}:{number}: {text!r} is neither an unsigned integer nor a UUID") from exc
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,12 +214,17 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _ensure_collection(client: Any, args: argparse.Namespace, dim: int) -> None:
-    if not args.create or client.qdrant.collection_exists(args.collection):
-        return
+def _distance(args: argparse.Namespace) -> models.Distance:
     distance = _DISTANCES.get(args.distance.lower())
     if distance is None:
         raise UsageError(f"--distance: expected one of Cosine, Dot, Euclid, Manhattan, got {args.distance!r}")
+    return distance
+
+
+def _ensure_collection(client: Any, args: argparse.Namespace, dim: int) -> None:
+    if not args.create or client.qdrant.collection_exists(args.collection):
+        return
+    distance = _distance(args)
     params = models.VectorParams(size=dim, distance=distance)
     client.qdrant.create_collection(args.collection,
                                     vectors_config={args.vector_name: params} if args.vector_name else params)
@@ -216,6 +234,7 @@ def _ensure_collection(client: Any, args: argparse.Namespace, dim: int) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.parallel < 1:
         raise UsageError("--batch-size and --parallel must be at least 1")
+    _distance(args)
     source = _from_npy(args) if args.vectors is not None else _from_jsonl(args)
     rows, dim = source.vectors.shape
     identity = {"url": args.url, "collection": args.collection, "vector_name": args.vector_name,

@@ -45,8 +45,13 @@ def channel_options() -> list[tuple[str, int]]:
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX)]
 
 
+def is_message_too_large(error: grpc.RpcError) -> bool:
+    """grpcio's own RESOURCE_EXHAUSTED for a message over a size bound: retrying cannot help."""
+    return "larger than max" in (error.details() or "")  # type: ignore[attr-defined]
+
+
 def is_retryable(error: grpc.RpcError) -> bool:
-    return error.code() in _RETRYABLE  # type: ignore[attr-defined]
+    return error.code() in _RETRYABLE and not is_message_too_large(error)  # type: ignore[attr-defined]
 
 
 def backoff_s(attempt: int) -> float:
@@ -121,7 +126,7 @@ def upload_plan(collection: str, vectors: Vectors, *, ids: Sequence[Any] | np.nd
 class UploadResult:
     points: int  # points written by this call (from ``start`` to the end)
     batches: int
-    retries: int  # batches sent again after a retryable error
+    retries: int  # sends repeated after a retryable error (a batch may count more than once)
     seconds: float
 
     @property
@@ -155,6 +160,8 @@ def query_requests(collection: str, vectors: np.ndarray, *, limit: int, offset: 
         raise InvalidRequest("vectors: expected one vector (1-d) or a matrix of query vectors (2-d)")
     if not 0 < batch_size <= limits.QUERY_BATCH_MAX:
         raise InvalidRequest(f"batch_size: must be between 1 and {limits.QUERY_BATCH_MAX}")
+    if not 0 < limit <= limits.TOP_K_MAX:
+        raise InvalidRequest(f"limit: must be between 1 and {limits.TOP_K_MAX}")
     filter_json = b""
     if filter is not None:
         raw_filter = filter.model_dump(mode="json", exclude_none=True) if hasattr(filter, "model_dump") else filter

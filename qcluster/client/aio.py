@@ -41,7 +41,7 @@ class AsyncClient:
         self.url = url
         self.timeout = timeout
         self.qdrant = AsyncQdrantClient(url=url, grpc_port=grpc_port, prefer_grpc=prefer_grpc, api_key=api_key,
-                                        timeout=int(timeout), check_compatibility=False)
+                                        timeout=max(1, round(timeout)), check_compatibility=False)
         if secure:
             self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=channel_options())
         else:

@@ -12,12 +12,14 @@ import grpc
 import httpx
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from qcluster.client._dense import is_message_too_large
 from qcluster.errors import (
     AlreadyExists,
     DataCorruption,
     DeadlineExceeded,
     Forbidden,
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     Overloaded,
     PreconditionFailed,
@@ -43,6 +45,9 @@ def error_from_rpc(error: grpc.RpcError) -> QclusterError:
         grpc.StatusCode.UNAVAILABLE: Unavailable, grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
         grpc.StatusCode.DATA_LOSS: DataCorruption,
     }
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_message_too_large(error):
+        return LimitExceeded(f"{message} (split the request: smaller batch_size, or raise the node's "
+                             "service.max_request_size_mb)")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Overloaded(message, retry_after_s=0.0)
     return simple.get(code, QclusterError)(message)
@@ -63,7 +68,13 @@ def as_qcluster_error(error: Exception) -> QclusterError | None:
                                                      403: Forbidden, 404: NotFound}
         if error.status_code == 409:  # the server's AlreadyExists and PreconditionFailed
             return (AlreadyExists if "already exists" in message else PreconditionFailed)(message)
-        return by_status.get(error.status_code, Unavailable)(message)
+        if error.status_code in (502, 503):
+            return Unavailable(message)
+        if error.status_code == 504:
+            return DeadlineExceeded(message)
+        if error.status_code == 429:
+            return Overloaded(message, retry_after_s=0.0)
+        return by_status.get(error.status_code, QclusterError)(message)
     if isinstance(error, ResponseHandlingException | httpx.TransportError | ConnectionError):
         return Unavailable(f"cannot reach the node: {error}")
     return None

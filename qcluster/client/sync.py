@@ -65,7 +65,7 @@ class Client:
         self.url = url
         self.timeout = timeout
         self.qdrant = QdrantClient(url=url, grpc_port=grpc_port, prefer_grpc=prefer_grpc, api_key=api_key,
-                                   timeout=int(timeout), check_compatibility=False)
+                                   timeout=max(1, round(timeout)), check_compatibility=False)
         if secure:
             self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=channel_options())
         else:
@@ -105,8 +105,8 @@ class Client:
 
         At most ``parallel`` batches are in flight (backpressure: the next
         batch is built only when one is acknowledged). A batch that fails
-        with a retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED,
-        DEADLINE_EXCEEDED) is sent again up to ``max_retries`` times with
+        with a retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED other than
+        a message over the size bound, DEADLINE_EXCEEDED, ABORTED) is sent again up to ``max_retries`` times with
         exponential backoff; upserts are idempotent, so a retry cannot
         duplicate. ``on_checkpoint(next_row)`` is called whenever every row
         before ``next_row`` is acknowledged; pass that as ``start`` to resume.

@@ -150,6 +150,9 @@ def test_import_jsonl_and_collection_commands(node: Node, tmp_path: pathlib.Path
     (("query", "--collection", "dup", "--vector", "[1, 2, 3]"), 6, "expected 2 dimensions, got 3"),
     (("query", "--collection", "dup", "--vector", "[1, 2"), 2, "--vector"),
     (("import", "--collection", "dup", "--jsonl", "missing.jsonl"), 2, "missing.jsonl"),
+    (("query", "--collection", "dup", "--vector-file", "missing.npy"), 2, "missing.npy"),
+    (("import", "--collection", "dup", "--jsonl", "missing.jsonl", "--create", "--distance", "Cosinus"), 2,
+     "--distance"),
 ])
 def test_exit_codes(node: Node, tmp_path: pathlib.Path, arguments: tuple[str, ...], exit_code: int,
                     message: str) -> None:
@@ -158,6 +161,8 @@ def test_exit_codes(node: Node, tmp_path: pathlib.Path, arguments: tuple[str, ..
     result = _run(node, *arguments, cwd=tmp_path)
     assert result.returncode == exit_code, (result.stdout, result.stderr)
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob(".qcluster-import-*")), "a rejected import leaves no state behind"
 
 
 def test_unreachable_node_exits_3(tmp_path: pathlib.Path) -> None:

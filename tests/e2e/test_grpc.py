@@ -241,3 +241,22 @@ def test_api_key_over_grpc(tmp_path: pathlib.Path) -> None:
             assert client.count("secured").count == 1
         finally:
             client.close()
+
+
+def test_busy_grpc_port_is_a_clean_startup_failure(tmp_path: pathlib.Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import REPO_ROOT, free_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "qcluster", "serve", "--data-dir", str(tmp_path / "data"), "--host", "127.0.0.1",
+             "--http-port", str(free_port()), "--grpc-port", str(busy)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "cannot listen" in result.stderr and "Traceback" not in result.stderr

@@ -156,7 +156,9 @@ def test_concurrent_single_queries_keep_their_own_parameters(shared_node: Node) 
             alone = [await sdk.query("sdk_mixed", vectors[i], **kwargs) for i, kwargs in enumerate(calls)]
             wrong_dim = sdk.query("sdk_mixed", np.ones(3, dtype=np.float32))
             good = sdk.query("sdk_mixed", vectors[5], limit=2, exact=True)
-            outcomes = await asyncio.gather(wrong_dim, good, return_exceptions=True)
+            # Same parameters as `good`, so searched in the same group: only it fails.
+            not_finite = sdk.query("sdk_mixed", np.full(6, np.nan, dtype=np.float32), limit=2, exact=True)
+            outcomes = await asyncio.gather(wrong_dim, good, not_finite, return_exceptions=True)
         for i, (mixed, single) in enumerate(zip(together, alone, strict=True)):
             assert mixed.ids.tolist() == single.ids.tolist(), i
             assert len(mixed.ids) == calls[i]["limit"]
@@ -164,5 +166,6 @@ def test_concurrent_single_queries_keep_their_own_parameters(shared_node: Node) 
                 assert all(point_id % 2 == 1 for point_id in mixed.ids.tolist())
         assert isinstance(outcomes[0], InvalidRequest)
         assert outcomes[1].ids.tolist()[0] == 5
+        assert isinstance(outcomes[2], InvalidRequest) and "non-finite" in outcomes[2].message
 
     asyncio.run(scenario())

@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "telemetry": set(),
     "api": {"engine", "storage", "cluster", "telemetry", "proto"},
     "client": {"proto"},
-    "cli": {"client", "config", "node"},
+    "cli": {"client", "node"},
     "node": {"engine", "storage", "cluster", "consensus", "api", "telemetry"},
     "__main__": {"cli"},
 }

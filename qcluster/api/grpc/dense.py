@@ -20,6 +20,7 @@ from qcluster.api import actions
 from qcluster.api.batcher import Batcher
 from qcluster.api.grpc.dispatch import Dispatcher
 from qcluster.api.schema.parse import check_collection_name
+from qcluster.api.schema.vectors import check_dense_matrix
 from qcluster.api.state import NodeState
 from qcluster.errors import InvalidRequest, QclusterError
 from qcluster.proto.v1 import dense_pb2, dense_pb2_grpc
@@ -126,15 +127,30 @@ def _query_rows(state: NodeState, items: list[dense_pb2.DenseQueryRequest]) -> l
         first = items[positions[0]]
         try:
             name = check_collection_name(first.collection_name)
-            matrix = np.concatenate([matrix_from_proto(items[position].queries, path="queries")
-                                     for position in positions])
-            results = actions.dense_query(toc, name=name, queries=matrix, raw=_query_params(first))
+            dim = toc.collection(name).config.vector_params(first.using, path="using").size
         except QclusterError as error:
             for position in positions:
                 outcomes[position] = error
             continue
+        rows: list[np.ndarray] = []
+        valid: list[int] = []
+        for position in positions:  # a bad vector fails its own request only
+            try:
+                matrix = matrix_from_proto(items[position].queries, path="queries")
+                rows.append(check_dense_matrix(matrix, dim=dim, rows=1, path="queries"))
+                valid.append(position)
+            except QclusterError as error:
+                outcomes[position] = error
+        if not valid:
+            continue
+        try:
+            results = actions.dense_query(toc, name=name, queries=np.concatenate(rows), raw=_query_params(first))
+        except QclusterError as error:
+            for position in valid:
+                outcomes[position] = error
+            continue
         ends = np.cumsum(results.counts).tolist()
-        for row, position in enumerate(positions):
+        for row, position in enumerate(valid):
             begin = ends[row - 1] if row else 0
             outcomes[position] = _reply(results, begin, ends[row], rows=slice(row, row + 1))
     assert all(outcome is not None for outcome in outcomes)

@@ -29,8 +29,11 @@ async def start_grpc_server(state: NodeState, *, host: str, port: int) -> tuple[
     dispatcher = Dispatcher(state)
     add_services(server, dispatcher)
     add_dense_service(server, dispatcher)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpcio's "Failed to bind to address"
+        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from exc
     if bound == 0:
-        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+        raise OSError(f"cannot listen for gRPC on {host}:{port}")
     await server.start()
     return server, bound

@@ -31,7 +31,7 @@ def _query_many(state: NodeState, items: list[tuple[str, Any]]) -> list[dict[str
 
 
 def install(app: web.Application, state: NodeState) -> None:
-    """Give the application its query batcher (see ``_batcher``)."""
+    """Give the application its query batcher (see ``qcluster.api.batcher``)."""
     app[_BATCHER_KEY] = Batcher(
         executor=state.executor,
         run_batch=functools.partial(_query_many, state),
