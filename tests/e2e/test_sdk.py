@@ -6,8 +6,10 @@ import asyncio
 import gzip
 import json
 import pathlib
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,3 +171,37 @@ def test_concurrent_single_queries_keep_their_own_parameters(shared_node: Node) 
         assert isinstance(outcomes[2], InvalidRequest) and "non-finite" in outcomes[2].message
 
     asyncio.run(scenario())
+
+
+def test_upload_retries_through_a_node_restart(node: Node) -> None:
+    """kill -9 of the node during an upload: the batches in flight fail with
+    UNAVAILABLE and are sent again (with backoff) once the node is back; the
+    upload completes and nothing is missing."""
+    import threading
+
+    rows = 40_000
+    vectors = np.random.default_rng(21).normal(size=(rows, 32)).astype(np.float32)
+    with Client(node.url, grpc_port=node.grpc_port, timeout=10) as sdk:
+        _create(sdk, "sdk_restart", 32, models.Distance.DOT)
+        progress: list[int] = []
+        outcome: dict[str, Any] = {}
+
+        def upload() -> None:
+            try:
+                outcome["result"] = sdk.upload("sdk_restart", vectors, batch_size=100, parallel=2, max_retries=12,
+                                               on_checkpoint=progress.append)
+            except Exception as error:  # reported below
+                outcome["error"] = error
+
+        worker = threading.Thread(target=upload)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while (not progress or progress[-1] < rows // 4) and time.monotonic() < deadline and worker.is_alive():
+            time.sleep(0.005)
+        assert worker.is_alive() and progress, "the upload must still be running when the node dies"
+        node.restart(hard=True)
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["result"].retries > 0, "some batches had to be sent again"
+        assert sdk.count("sdk_restart") == rows
