@@ -16,9 +16,11 @@ import asyncio
 import gc
 import concurrent.futures
 import logging
+import os
 import pathlib
 import signal
 import subprocess
+import sys
 from typing import Final
 
 import threadpoolctl
@@ -66,17 +68,20 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, stop.set)
 
 
-async def _close_storage(state: NodeState, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+async def _close_storage(state: NodeState, executor: concurrent.futures.ThreadPoolExecutor) -> bool:
+    """Close storage; False if it did not finish in time (it goes on in its thread)."""
     toc = state.toc
     state.toc = None
     if toc is None:
-        return
+        return True
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(loop.run_in_executor(executor, toc.close), timeout=_STORAGE_CLOSE_TIMEOUT_S)
     except TimeoutError:
         _log.error("storage did not close in time; the WAL replays on the next start",
                    extra={"timeout_s": _STORAGE_CLOSE_TIMEOUT_S})
+        return False
+    return True
 
 
 async def _load_storage(state: NodeState, settings: Settings, stop: asyncio.Event) -> bool:
@@ -99,8 +104,12 @@ async def _load_storage(state: NodeState, settings: Settings, stop: asyncio.Even
     return True
 
 
+_storage_left_running = False
+
+
 async def run_node(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    global _storage_left_running  # noqa: PLW0603 - read once by serve() after the loop ends
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     executor = concurrent.futures.ThreadPoolExecutor(
@@ -137,7 +146,7 @@ async def run_node(settings: Settings) -> int:
         if grpc_server is not None:
             stopping.append(grpc_server.stop(grace=settings.service.shutdown_timeout_s))
         await asyncio.gather(*stopping)
-        await _close_storage(state, executor)
+        _storage_left_running = not await _close_storage(state, executor)
         executor.shutdown(wait=False, cancel_futures=True)
     _log.info("stopped", extra={"exit_code": exit_code})
     return exit_code
@@ -149,4 +158,16 @@ def serve(settings: Settings) -> int:
     # concurrent clients on an exact-search segment went from 78 to 756 QPS).
     # OpenMP (FAISS index building) keeps every core.
     threadpoolctl.threadpool_limits(limits=1, user_api="blas")
-    return asyncio.run(run_node(settings))
+    exit_code = asyncio.run(run_node(settings))
+    if _storage_left_running:
+        # toc.close() is still waiting in a worker thread (an index build runs
+        # to its next cancellation point, up to seconds on a loaded machine),
+        # and the interpreter would join that thread before exiting. Every
+        # acknowledged write is in the fsynced WAL and every file is replaced
+        # atomically, so ending now is as safe as kill -9 and keeps shutdown
+        # within its bound (docs/operations.md "Shutdown").
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+    return exit_code
