@@ -31,6 +31,7 @@ import numpy as np
 from qcluster.engine import checkpoint as checkpoint_io
 from qcluster.engine import payload_ops, reads
 from qcluster.engine._rwlock import RwLock
+from qcluster.engine.consistency import ContentDigest, content_digest
 from qcluster.engine.filter_cache import parsed_filter
 from qcluster.engine.filters import validate_key
 from qcluster.engine.payload_index import evaluate_filter
@@ -398,6 +399,36 @@ class LocalShard:
     def count(self, *, filter: dict[str, Any] | None) -> int:
         with self.state_lock.read():
             return reads.count(self, filter=filter)
+
+    def content_digest(self) -> ContentDigest:
+        """Count and order-independent digest of the live points (see ``engine.consistency``)."""
+        with self.state_lock.read():
+            return content_digest(self.segments())
+
+    def operations_after(self, seq_no: int, *, limit: int) -> list[tuple[int, Operation]] | None:
+        """Up to ``limit`` logged operations with seq numbers above ``seq_no``, in
+        order: what a replica that holds everything up to ``seq_no`` lacks.
+
+        None when the WAL no longer holds ``seq_no + 1`` (it was checkpointed
+        and truncated): that replica needs a snapshot instead. Holds the write
+        mutex while reading, so no operation is half-read or missed.
+        """
+        assert limit > 0
+        with self.write_mutex:
+            if seq_no >= self.last_seq:
+                return []
+            found: list[tuple[int, Operation]] = []
+            # The optimizer truncates the log only under the write mutex too.
+            for record in self.wal.read_all():
+                record_seq, operation = decode_operation(record)
+                if record_seq <= seq_no:
+                    continue
+                if not found and record_seq != seq_no + 1:
+                    return None  # the next operation is gone from the log
+                found.append((record_seq, operation))
+                if len(found) == limit:
+                    break
+            return found if found else None
 
     def stats(self) -> ShardStats:
         with self.state_lock.read():
