@@ -448,6 +448,6 @@ def dense_query(toc: TableOfContents, *, name: str, queries: np.ndarray, raw: di
     return DenseResults(
         counts=counts,
         ids=[point.id for point in flat],
-        scores=np.fromiter((point.score for point in flat), dtype=np.float32, count=len(flat)),
+        scores=np.array([point.score for point in flat], dtype=np.float32),
         payloads=[point.payload for point in flat] if parsed.request.with_payload.enabled else None,
     )

@@ -112,6 +112,25 @@ def _collect(
         for segment, hits_per_query in zip(shard.segments(), per_segment, strict=True)
         if hits_per_query[row].offsets.shape[0]
     ]
+    threshold_key = None
+    if request.score_threshold is not None:
+        threshold_key = request.score_threshold if distance.higher_is_better else -request.score_threshold
+    sign = 1.0 if distance.higher_is_better else -1.0
+    if len(found) == 1 and not request.with_payload.enabled and not request.with_vector:
+        # The common "ids and scores only" answer from one segment: no merge,
+        # and column operations instead of a Python loop per hit.
+        segment, hits = found[0]
+        keys = hits.keys[:k]
+        if threshold_key is not None:
+            keys = keys[: int(np.count_nonzero(keys >= threshold_key))]  # keys are sorted best first
+        offsets = hits.offsets[: keys.shape[0]]
+        ids = segment.ids
+        return [
+            ScoredPoint(id=ids[offset], score=score, version=version)
+            for offset, score, version in zip(
+                offsets.tolist(), (keys * sign).tolist(), segment.versions[offsets].tolist(), strict=True
+            )
+        ]
     merged: list[tuple[float, PointId, tuple[Segment, int]]]
     if len(found) == 1:
         # A point is live in one segment only, so a single segment needs no merge.
@@ -130,10 +149,6 @@ def _collect(
             for segment, hits in found
         ]
         merged = merge_top_k(parts, k=k)
-    threshold_key = None
-    if request.score_threshold is not None:
-        threshold_key = request.score_threshold if distance.higher_is_better else -request.score_threshold
-    sign = 1.0 if distance.higher_is_better else -1.0
     points = []
     for key, point_id, (segment, offset) in merged:
         if threshold_key is not None and key < threshold_key:
