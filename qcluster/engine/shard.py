@@ -19,6 +19,7 @@ state lock. The optimizer (``qcluster.engine.optimizer``) takes the same locks.
 
 from __future__ import annotations
 
+import enum
 import logging
 import shutil
 import threading
@@ -80,6 +81,14 @@ Row = tuple[PointId, dict[str, Any] | None, dict[str, np.ndarray]]
 
 
 @final
+class ReplicaApply(enum.Enum):
+    """What ``LocalShard.apply_replicated`` did with a primary's record."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    GAP = "gap"
+
+
 class LocalShard:
     """A shard's durable state and the operations on it."""
 
@@ -176,27 +185,55 @@ class LocalShard:
         writing anything.
         """
         with self.write_mutex:
-            if self.is_closed or self.is_failed:
-                state = "failed (see the log)" if self.is_failed else "closed"
-                raise ShardUnavailable(f"shard {self.directory} is {state}")
-            with self.state_lock.read():
-                operation = self._prepare(operation)
-            assigned = self.last_seq + 1 if seq_no is None else seq_no
-            assert assigned > self.last_seq, "seq numbers must increase"
-            self.wal.append(encode_operation(operation, seq_no=assigned))
-            self.wal.sync()
-            with self.state_lock.write():
-                try:
-                    self._apply_locked(operation, assigned)
-                except BaseException:
-                    # Validation lets through only operations that apply cleanly,
-                    # so this is a bug; the record is durable but the state is not
-                    # known to hold it. Refuse further writes rather than reuse the
-                    # seq or diverge; a restart replays the record.
-                    self.is_failed = True
-                    raise
-                self.last_seq = assigned
-            return assigned
+            return self._apply_under_mutex(operation, seq_no)[0]
+
+    def apply_logged(self, operation: Operation) -> tuple[int, bytes]:
+        """``apply`` on a primary: also returns the WAL record, which is what the
+        replicas apply (the operation as validated, with its seq_no)."""
+        with self.write_mutex:
+            return self._apply_under_mutex(operation, None)
+
+    def apply_replicated(self, record: bytes) -> tuple[ReplicaApply, int]:
+        """Apply a primary's WAL record on this replica, exactly in sequence.
+
+        Returns (APPLIED | DUPLICATE | GAP, last_seq): a record at or below
+        last_seq is a retry and is skipped; one beyond last_seq + 1 means this
+        replica missed operations and must be sent those first. Raises like
+        ``apply`` when the operation does not validate here.
+        """
+        seq_no, operation = decode_operation(record)
+        with self.write_mutex:
+            if seq_no <= self.last_seq:
+                return ReplicaApply.DUPLICATE, self.last_seq
+            if seq_no != self.last_seq + 1:
+                return ReplicaApply.GAP, self.last_seq
+            self._apply_under_mutex(operation, seq_no)
+            return ReplicaApply.APPLIED, self.last_seq
+
+    def _apply_under_mutex(self, operation: Operation, seq_no: int | None) -> tuple[int, bytes]:
+        assert self.write_mutex.locked()
+        if self.is_closed or self.is_failed:
+            state = "failed (see the log)" if self.is_failed else "closed"
+            raise ShardUnavailable(f"shard {self.directory} is {state}")
+        with self.state_lock.read():
+            operation = self._prepare(operation)
+        assigned = self.last_seq + 1 if seq_no is None else seq_no
+        assert assigned > self.last_seq, "seq numbers must increase"
+        record = encode_operation(operation, seq_no=assigned)
+        self.wal.append(record)
+        self.wal.sync()
+        with self.state_lock.write():
+            try:
+                self._apply_locked(operation, assigned)
+            except BaseException:
+                # Validation lets through only operations that apply cleanly,
+                # so this is a bug; the record is durable but the state is not
+                # known to hold it. Refuse further writes rather than reuse the
+                # seq or diverge; a restart replays the record.
+                self.is_failed = True
+                raise
+            self.last_seq = assigned
+        return assigned, record
 
     def _prepare(self, operation: Operation) -> Operation:
         """Validation against config and state; returns the operation as logged."""

@@ -20,11 +20,13 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"engine"},
     "cluster": set(),
     "consensus": {"cluster"},
+    "replication": {"engine"},  # talks to peers and Raft only through its Protocols
+    "transport": {"replication", "proto", "engine"},
     "telemetry": set(),
     "api": {"engine", "storage", "cluster", "telemetry", "proto"},
     "client": {"proto"},
     "cli": {"client", "node"},
-    "node": {"engine", "storage", "cluster", "consensus", "api", "telemetry"},
+    "node": {"engine", "storage", "cluster", "consensus", "replication", "transport", "api", "telemetry"},
     "__main__": {"cli"},
 }
 # third-party modules only some layers may use

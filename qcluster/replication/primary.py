@@ -1,0 +1,103 @@
+"""The primary's side of a replicated write.
+
+One write at a time per shard (an asyncio lock): the primary logs and applies
+the operation, then sends the WAL record to every in-sync replica in
+parallel. The write is acknowledged only when every in-sync replica holds it;
+a replica that does not is first removed from the in-sync set through Raft
+(``Membership.fence``). If the cluster refuses that (the set would fall below
+``write_consistency_factor``) or cannot decide it (no quorum), the write
+fails: it is never acknowledged on fewer replicas than promised.
+
+A failed write may still be applied on the primary and some replicas (its
+outcome is "unknown", as for any request that times out). A replica that
+stays in sync without it reports a GAP on the next write and is sent the
+missing records from the primary's WAL first, so in-sync replicas never skip
+an operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from qcluster.engine.shard import LocalShard
+from qcluster.errors import QclusterError, ShardUnavailable
+from qcluster.operations import Operation, encode_operation
+from qcluster.replication.messages import Membership, Outcome, Peers, ReplicaAck, ReplicaOp, ShardKey
+
+__all__ = ["PrimaryWriter"]
+
+T = TypeVar("T")
+RunBlocking = Callable[..., Awaitable[Any]]
+
+# Records sent per round when a replica reports a gap, and rounds at most.
+_CATCH_UP_BATCH: Final = 256
+_CATCH_UP_ROUNDS: Final = 64
+
+
+class PrimaryWriter:
+    def __init__(self, *, node_id: int, membership: Membership, peers: Peers, run_blocking: RunBlocking) -> None:
+        """``run_blocking(function, *args)`` runs storage calls off the event loop."""
+        self._node_id = node_id
+        self._membership = membership
+        self._peers = peers
+        self._run = run_blocking
+        self._locks: dict[ShardKey, asyncio.Lock] = {}
+
+    async def write(self, key: ShardKey, shard: LocalShard, operation: Operation) -> int:
+        """Apply ``operation`` as the primary of ``key``; returns its seq_no once acknowledged."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            view = self._membership.view(key)
+            if view is None:
+                raise ShardUnavailable(f"shard {key.shard_id} of {key.collection!r} is not in the cluster state")
+            if view.primary != self._node_id:
+                raise ShardUnavailable(f"node {self._node_id} is not the primary of shard {key.shard_id} of "
+                                       f"{key.collection!r} (node {view.primary} is, term {view.primary_term})")
+            seq_no, record = await self._run(shard.apply_logged, operation)
+            op = ReplicaOp(shard=key, primary_term=view.primary_term, record=record)
+            targets = sorted(view.in_sync - {self._node_id})
+            acks = await asyncio.gather(*(self._deliver(node, shard, op, seq_no) for node in targets),
+                                        return_exceptions=True)
+            for node, ack in zip(targets, acks, strict=True):
+                await self._settle(key, node, ack, seq_no=seq_no, primary_term=view.primary_term)
+            return seq_no
+
+    async def _settle(self, key: ShardKey, node: int, ack: ReplicaAck | BaseException, *, seq_no: int,
+                      primary_term: int) -> None:
+        """Accept a replica's answer, or fence the replica, or fail the write."""
+        if isinstance(ack, ReplicaAck) and ack.holds_it:
+            return
+        if isinstance(ack, BaseException) and not isinstance(ack, QclusterError):
+            raise ack  # a bug, or cancellation: never swallowed
+        if isinstance(ack, ReplicaAck) and ack.outcome is Outcome.STALE_TERM:
+            raise ShardUnavailable(
+                f"node {node} knows primary term {ack.known_term} for shard {key.shard_id} of {key.collection!r}, "
+                f"newer than this primary's {primary_term}: this node is no longer the primary; "
+                f"seq {seq_no} is not acknowledged")
+        reason = (ack.message or ack.outcome.value) if isinstance(ack, ReplicaAck) else str(ack)
+        if not await self._membership.fence(key, node, primary_term=primary_term):
+            raise ShardUnavailable(
+                f"the replica on node {node} did not take seq {seq_no} ({reason}) and the cluster refused to "
+                f"remove it from the in-sync set (write_consistency_factor): the write is not acknowledged")
+
+    async def _deliver(self, node: int, shard: LocalShard, op: ReplicaOp, seq_no: int) -> ReplicaAck:
+        """Send ``op``; if the replica lacks earlier records, send those first."""
+        ack = await self._peers.replicate(node, op)
+        for _ in range(_CATCH_UP_ROUNDS):
+            if ack.outcome is not Outcome.GAP:
+                return ack
+            delta = await self._run(lambda after=ack.last_seq: shard.operations_after(after, limit=_CATCH_UP_BATCH))
+            if delta is None:
+                return ack  # no longer in the log: the replica needs a snapshot; it is fenced
+            for missing_seq, operation in delta:
+                if missing_seq >= seq_no:
+                    break
+                missing = ReplicaOp(shard=op.shard, primary_term=op.primary_term,
+                                    record=encode_operation(operation, seq_no=missing_seq))
+                caught_up = await self._peers.replicate(node, missing)
+                if not caught_up.holds_it:
+                    return caught_up
+            ack = await self._peers.replicate(node, op)
+        return ack

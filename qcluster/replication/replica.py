@@ -1,0 +1,70 @@
+"""The replica's side: apply a primary's records in sequence, refuse a deposed primary.
+
+A replica remembers the highest primary term it has seen per shard (and
+takes the cluster state's term when that is higher). A record from an older
+term comes from a primary that has been replaced: it is refused with
+STALE_TERM, so that primary learns it must not acknowledge anything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from qcluster.engine.consistency import ContentDigest
+from qcluster.engine.shard import LocalShard
+from qcluster.errors import QclusterError
+from qcluster.operations import encode_operation
+from qcluster.replication.messages import Membership, Outcome, ReplicaAck, ReplicaOp, ShardKey
+
+__all__ = ["ReplicaEndpoint"]
+
+ShardLookup = Callable[[ShardKey], LocalShard | None]
+
+
+class ReplicaEndpoint:
+    """Blocking calls; the transport runs them in the storage executor."""
+
+    def __init__(self, *, shards: ShardLookup, membership: Membership) -> None:
+        self._shards = shards
+        self._membership = membership
+        self._terms: dict[ShardKey, int] = {}
+        self._lock = threading.Lock()
+
+    def _observe_term(self, key: ShardKey, term: int) -> int:
+        """Record ``term`` if newer; returns the highest term known for ``key`` before it."""
+        view = self._membership.view(key)
+        with self._lock:
+            known = max(self._terms.get(key, 0), view.primary_term if view is not None else 0)
+            self._terms[key] = max(known, term)
+            return known
+
+    def replicate(self, op: ReplicaOp) -> ReplicaAck:
+        shard = self._shards(op.shard)
+        if shard is None:
+            return ReplicaAck(Outcome.NOT_FOUND, 0, 0, f"no local replica of shard {op.shard.shard_id} "
+                                                       f"of {op.shard.collection!r}")
+        known = self._observe_term(op.shard, op.primary_term)
+        if op.primary_term < known:
+            return ReplicaAck(Outcome.STALE_TERM, shard.last_seq, known,
+                              f"primary term {op.primary_term} is older than {known}")
+        try:
+            applied, last_seq = shard.apply_replicated(op.record)
+        except QclusterError as error:
+            return ReplicaAck(Outcome.REJECTED, shard.last_seq, op.primary_term, error.message)
+        return ReplicaAck(Outcome(applied.value), last_seq, op.primary_term)
+
+    def operations_after(self, key: ShardKey, after_seq: int, limit: int) -> tuple[list[bytes] | None, int]:
+        """WAL records after ``after_seq`` (None: truncated) and this replica's last seq."""
+        shard = self._shards(key)
+        if shard is None:
+            return None, 0
+        delta = shard.operations_after(after_seq, limit=limit)
+        records = None if delta is None else [encode_operation(operation, seq_no=seq) for seq, operation in delta]
+        return records, shard.last_seq
+
+    def digest(self, key: ShardKey) -> tuple[ContentDigest, int] | None:
+        shard = self._shards(key)
+        if shard is None:
+            return None
+        return shard.content_digest(), shard.last_seq

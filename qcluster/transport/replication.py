@@ -1,0 +1,125 @@
+"""The ``Replication`` service over internal gRPC.
+
+Server: ``ReplicationServicer`` runs ``ReplicaEndpoint`` calls in the
+storage executor. Client: ``GrpcPeers`` implements ``replication.Peers``,
+one channel per peer node, every call bounded by a deadline. Every call
+carries the cluster secret (metadata ``x-qcluster-secret``); a call without
+it is refused with UNAUTHENTICATED before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+from collections.abc import Callable
+from typing import Any, Final
+
+import grpc
+
+from qcluster.errors import BrokenPeer, DeadlineExceeded
+from qcluster.proto.internal.v1 import replication_pb2 as pb
+from qcluster.proto.internal.v1 import replication_pb2_grpc as pb_grpc
+from qcluster.replication.messages import Outcome, ReplicaAck, ReplicaOp, ShardKey
+from qcluster.replication.replica import ReplicaEndpoint
+
+__all__ = ["GrpcPeers", "SECRET_METADATA", "add_replication_service"]
+
+SECRET_METADATA: Final = "x-qcluster-secret"
+_OUTCOMES: Final = {
+    Outcome.APPLIED: pb.ReplicateReply.APPLIED, Outcome.DUPLICATE: pb.ReplicateReply.DUPLICATE,
+    Outcome.GAP: pb.ReplicateReply.GAP, Outcome.STALE_TERM: pb.ReplicateReply.STALE_TERM,
+    Outcome.NOT_FOUND: pb.ReplicateReply.NOT_FOUND, Outcome.REJECTED: pb.ReplicateReply.REJECTED,
+}
+_FROM_WIRE: Final = {wire: outcome for outcome, wire in _OUTCOMES.items()}
+
+
+def _key(ref: pb.ShardRef) -> ShardKey:
+    return ShardKey(collection=ref.collection, shard_id=ref.shard_id)
+
+
+class ReplicationServicer(pb_grpc.ReplicationServicer):
+    def __init__(self, endpoint: ReplicaEndpoint, *, executor: concurrent.futures.Executor, secret: str) -> None:
+        assert secret, "internal services need the cluster secret"
+        self._endpoint = endpoint
+        self._executor = executor
+        self._secret = secret.encode()
+
+    async def _check(self, context: grpc.aio.ServicerContext) -> None:
+        given = dict(context.invocation_metadata() or ()).get(SECRET_METADATA, "")
+        if not hmac.compare_digest(given.encode(), self._secret):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "internal call without the cluster secret")
+
+    async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def Replicate(self, request: pb.ReplicateRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        await self._check(context)
+        op = ReplicaOp(shard=_key(request.shard), primary_term=request.primary_term, record=request.operation)
+        ack: ReplicaAck = await self._run(self._endpoint.replicate, op)
+        return pb.ReplicateReply(outcome=_OUTCOMES[ack.outcome], last_seq=ack.last_seq, known_term=ack.known_term,
+                                 message=ack.message)
+
+    async def FetchOperations(self, request: pb.FetchOperationsRequest,  # noqa: N802
+                              context: grpc.aio.ServicerContext) -> Any:
+        await self._check(context)
+        records, last_seq = await self._run(self._endpoint.operations_after, _key(request.shard),
+                                            request.after_seq, max(1, request.limit))
+        return pb.FetchOperationsReply(available=records is not None, operations=records or [], last_seq=last_seq)
+
+    async def ShardDigest(self, request: pb.ShardRef, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        await self._check(context)
+        found = await self._run(self._endpoint.digest, _key(request))
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no local replica of shard {request.shard_id} "
+                                                           f"of {request.collection!r}")
+        digest, last_seq = found
+        return pb.ShardDigestReply(points_count=digest.points, content_digest=digest.digest, last_seq=last_seq)
+
+
+def add_replication_service(server: grpc.aio.Server, endpoint: ReplicaEndpoint, *,
+                            executor: concurrent.futures.Executor, secret: str) -> None:
+    pb_grpc.add_ReplicationServicer_to_server(ReplicationServicer(endpoint, executor=executor, secret=secret), server)
+
+
+class GrpcPeers:
+    """``replication.Peers`` over internal gRPC: a channel per node, calls bounded by ``deadline_s``."""
+
+    def __init__(self, *, addresses: Callable[[int], str | None], secret: str, deadline_s: float) -> None:
+        assert secret and deadline_s > 0
+        self._addresses = addresses
+        self._metadata = ((SECRET_METADATA, secret),)
+        self._deadline_s = deadline_s
+        self._stubs: dict[str, pb_grpc.ReplicationStub] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    def _stub(self, node_id: int) -> pb_grpc.ReplicationStub:
+        address = self._addresses(node_id)
+        if address is None:
+            raise BrokenPeer(f"node {node_id} has no known address")
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address)
+            self._channels.append(channel)
+            stub = self._stubs[address] = pb_grpc.ReplicationStub(channel)
+        return stub
+
+    async def replicate(self, node_id: int, op: ReplicaOp) -> ReplicaAck:
+        request = pb.ReplicateRequest(shard=pb.ShardRef(collection=op.shard.collection, shard_id=op.shard.shard_id),
+                                      primary_term=op.primary_term, operation=op.record)
+        try:
+            # wait_for_ready: a peer that just came back (channel in reconnect
+            # backoff) is waited for up to the deadline instead of failing at once.
+            reply = await self._stub(node_id).Replicate(request, timeout=self._deadline_s, metadata=self._metadata,
+                                                        wait_for_ready=True)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded(f"node {node_id} did not answer within {self._deadline_s} s") from error
+            raise BrokenPeer(f"node {node_id}: {error.code().name}: {error.details()}") from error
+        return ReplicaAck(_FROM_WIRE[reply.outcome], reply.last_seq, reply.known_term, reply.message)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
