@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit e2e clean bench bench-quick bench-venv proto
+.PHONY: install run cluster test unit e2e clean bench bench-quick bench-venv proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: install
 # fails when they are stale). Same command as the test uses.
 proto: install
 	$(PY) -m qcluster.proto.generate
+
+# Three nodes on 127.0.0.1 (REST 6333, 6343, 6353), data in ./data-cluster.
+cluster: install
+	$(VENV)/bin/qcluster dev-cluster --nodes 3 --data-dir ./data-cluster
 
 test: install
 	$(PY) -m pytest -q tests

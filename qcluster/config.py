@@ -25,6 +25,7 @@ import yaml
 from qcluster import limits
 
 __all__ = [
+    "ClusterSettings",
     "ConfigError",
     "ENV_PREFIX",
     "LogSettings",
@@ -72,10 +73,41 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """Cluster mode is on when ``node_id`` is set (``qcluster serve --node-id``)."""
+
+    # This node's identity, an unsigned integer like Qdrant's peer id. A node
+    # restarted with the same id and data dir rejoins as itself.
+    node_id: int | None = None
+    # The address peers reach this node's Raft port at; default service.host
+    # (which must then be a concrete address, not 0.0.0.0).
+    p2p_host: str | None = None
+    p2p_port: int = 6335
+    # The other members of the initial cluster: "host:p2p_port,host:p2p_port".
+    peers: str | None = None
+    # Required in cluster mode: authenticates and encrypts Raft and internal traffic.
+    secret: str | None = None
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.node_id is not None
+
+    def peer_addresses(self) -> tuple[str, ...]:
+        return tuple(sorted({item.strip() for item in (self.peers or "").split(",") if item.strip()}))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    @property
+    def p2p_address(self) -> str:
+        """host:port of this node's Raft port (cluster mode only)."""
+        host = self.cluster.p2p_host or self.service.host
+        return f"{host}:{self.cluster.p2p_port}"
 
     @property
     def data_dir(self) -> pathlib.Path:
@@ -88,6 +120,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "service": ServiceSettings,
     "storage": StorageSettings,
     "log": LogSettings,
+    "cluster": ClusterSettings,
 }
 
 
@@ -201,6 +234,43 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"log.level: {settings.log.level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if settings.log.format not in _LOG_FORMATS:
         raise ConfigError(f"log.format: {settings.log.format!r} is not one of {', '.join(_LOG_FORMATS)}")
+    _validate_cluster(settings)
+
+
+_CLUSTER_SECRET_LENGTH_MIN: Final = 8
+_WILDCARD_HOSTS: Final = frozenset(("", "0.0.0.0", "::", "[::]"))
+
+
+def _check_address(address: str, *, key: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: {address!r} is not host:port")
+
+
+def _validate_cluster(settings: Settings) -> None:
+    cluster = settings.cluster
+    if not cluster.is_enabled:
+        if cluster.peers or cluster.secret or cluster.p2p_host:
+            raise ConfigError("cluster.node_id: required when cluster.peers, cluster.secret or cluster.p2p_host "
+                              "is set (cluster mode starts with --node-id)")
+        return
+    assert cluster.node_id is not None
+    if cluster.node_id < 0:
+        raise ConfigError("cluster.node_id: must be an unsigned integer")
+    if not 1 <= cluster.p2p_port <= 65535:
+        raise ConfigError(f"cluster.p2p_port: {cluster.p2p_port} is not a TCP port")
+    if cluster.p2p_port in (settings.service.http_port, settings.service.grpc_port):
+        raise ConfigError("cluster.p2p_port: must differ from service.http_port and service.grpc_port")
+    if not cluster.secret or len(cluster.secret) < _CLUSTER_SECRET_LENGTH_MIN:
+        raise ConfigError(f"cluster.secret: cluster mode needs a shared secret of at least "
+                          f"{_CLUSTER_SECRET_LENGTH_MIN} characters (--cluster-secret): without it anyone who "
+                          "reaches the Raft port could change the cluster")
+    if (cluster.p2p_host or settings.service.host) in _WILDCARD_HOSTS:
+        raise ConfigError("cluster.p2p_host: set the address peers reach this node at (--p2p-host); "
+                          f"service.host {settings.service.host!r} listens everywhere and names no address")
+    _check_address(settings.p2p_address, key="cluster.p2p_host")
+    for peer in cluster.peer_addresses():
+        _check_address(peer, key="cluster.peers")
 
 
 def load_settings(
@@ -228,6 +298,7 @@ def load_settings(
         service=ServiceSettings(**merged["service"]),
         storage=StorageSettings(**merged["storage"]),
         log=LogSettings(**merged["log"]),
+        cluster=ClusterSettings(**merged["cluster"]),
     )
     _validate(settings)
     return settings

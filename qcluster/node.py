@@ -13,15 +13,18 @@ take well under 10 seconds.
 from __future__ import annotations
 
 import asyncio
-import gc
 import concurrent.futures
+import contextlib
+import datetime
+import gc
 import logging
 import os
 import pathlib
 import signal
 import subprocess
 import sys
-from typing import Final
+import time
+from typing import Any, Final
 
 import threadpoolctl
 from aiohttp import web
@@ -29,7 +32,10 @@ from aiohttp import web
 from qcluster.api.grpc import start_grpc_server
 from qcluster.api.rest import build_app
 from qcluster.api.state import NodeState
+from qcluster.cluster.commands import AddNode
+from qcluster.cluster.state import ResultCode
 from qcluster.config import Settings
+from qcluster.errors import QclusterError
 
 __all__ = ["run_node", "serve"]
 
@@ -60,6 +66,92 @@ def _open_toc(data_dir: pathlib.Path) -> object:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     return TableOfContents.open(data_dir)
+
+
+_REGISTER_TIMEOUT_S: Final = 3.0
+_REGISTER_RETRY_S: Final = 0.5
+_RAFT_CLOSE_TIMEOUT_S: Final = 2.0
+
+
+class _ClusterMember:
+    """Cluster mode: this node's Raft member and its entry in the ClusterState.
+
+    Topology only, for now: the Raft group forms, elects a leader and records
+    every node (``AddNode``, proposed by the node itself with a request id
+    derived from its id, so a restart that proposes it again changes
+    nothing). Collections are not distributed yet (docs/architecture.md).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from qcluster.consensus import RaftNode, RaftSettings  # noqa: PLC0415 - pysyncobj only in cluster mode
+
+        cluster = settings.cluster
+        assert cluster.node_id is not None and cluster.secret is not None
+        self.node_id = cluster.node_id
+        self._settings = settings
+        self.p2p_address = settings.p2p_address
+        advertised_host = self.p2p_address.rpartition(":")[0]
+        self.http_address = f"{advertised_host}:{settings.service.http_port}"
+        self.grpc_address = f"{advertised_host}:{settings.service.grpc_port}"
+        peers = tuple(peer for peer in cluster.peer_addresses() if peer != self.p2p_address)
+        self.raft = RaftNode(RaftSettings(node_id=cluster.node_id, p2p_address=self.p2p_address,
+                                          peer_addresses=peers, cluster_secret=cluster.secret,
+                                          data_dir=settings.data_dir))
+        self._registering: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.raft.start()
+        self._registering = asyncio.create_task(self._register(), name="qcluster-register-node")
+
+    async def _register(self) -> None:
+        command = AddNode(request_id=f"add-node-{self.node_id}", node_id=self.node_id, p2p_address=self.p2p_address,
+                          http_address=self.http_address, grpc_address=self.grpc_address,
+                          at_ms=int(time.time() * 1000))
+        while True:  # until registered; cancelled at shutdown
+            try:
+                result = await self.raft.propose(command, timeout_s=_REGISTER_TIMEOUT_S)
+            except QclusterError as error:
+                if not error.retryable:
+                    raise
+                await asyncio.sleep(_REGISTER_RETRY_S)  # no leader or quorum yet
+                continue
+            known = self.raft.state().nodes.get(self.node_id)
+            if result.is_accepted or (result.code is ResultCode.ALREADY_EXISTS and known is not None
+                                      and known.p2p_address == self.p2p_address):
+                _log.info("cluster member registered", extra={"node_id": self.node_id, "p2p": self.p2p_address})
+                return
+            _log.error("cannot register this node in the cluster",
+                       extra={"node_id": self.node_id, "p2p": self.p2p_address, "reason": result.message})
+            return
+
+    def status_json(self) -> dict[str, Any]:
+        """Qdrant's ``GET /cluster`` body, plus what we know beyond it under ``qcluster``."""
+        status = self.raft.status()
+        state = self.raft.state()
+        return {
+            "status": "enabled",
+            "peer_id": self.node_id,
+            "peers": {str(node.node_id): {"uri": f"http://{node.p2p_address}/"} for node in state.nodes.values()},
+            "raft_info": {"term": status.term, "commit": status.commit_index, "pending_operations": 0,
+                          "leader": self.raft.leader_node_id(), "role": "Leader" if status.is_leader else "Follower",
+                          "is_voter": True},
+            "consensus_thread_status": {"consensus_thread_status": "working",
+                                        "last_update": datetime.datetime.now(datetime.UTC).isoformat()},
+            "message_send_failures": {},
+            "qcluster": {"p2p_address": self.p2p_address, "leader_address": status.leader_address,
+                         "members": list(status.member_addresses), "has_quorum": status.has_quorum,
+                         "state_version": status.state_version,
+                         "nodes": {str(node.node_id): {"http": node.http_address, "grpc": node.grpc_address,
+                                                       "liveness": node.liveness.value}
+                                   for node in state.nodes.values()}},
+        }
+
+    async def close(self) -> None:
+        if self._registering is not None:
+            self._registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registering
+        await self.raft.close(timeout_s=_RAFT_CLOSE_TIMEOUT_S)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
@@ -123,6 +215,7 @@ async def run_node(settings: Settings) -> int:
     site = web.TCPSite(runner, settings.service.host, settings.service.http_port, reuse_address=True)
     exit_code = 0
     grpc_server = None
+    member: _ClusterMember | None = None
     try:
         try:
             await site.start()
@@ -134,12 +227,25 @@ async def run_node(settings: Settings) -> int:
         _log.info("listening", extra={"host": settings.service.host, "http_port": settings.service.http_port,
                                       "grpc_port": grpc_port})
         if await _load_storage(state, settings, stop):
+            if settings.cluster.is_enabled:
+                member = _ClusterMember(settings)
+                try:
+                    await member.start()
+                except QclusterError as error:
+                    _log.error("cannot start the cluster member", extra={"error": error.message})
+                    member = None
+                    return 1
+                state.cluster_status = member.status_json
+                _log.info("cluster mode", extra={"node_id": member.node_id, "p2p": member.p2p_address})
             _log.info("node ready")
             await stop.wait()
         else:
             exit_code = 1
         _log.info("shutting down")
     finally:
+        if member is not None:
+            state.cluster_status = None
+            await member.close()
         # Stops listening, waits for in-flight handlers up to shutdown_timeout, closes connections.
         # Both servers drain at once, each bounded by shutdown_timeout_s.
         stopping = [runner.cleanup()]

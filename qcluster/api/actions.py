@@ -68,7 +68,6 @@ __all__ = [
     "OPERATION_PARSERS",
     "DenseResults",
     "batch_update",
-    "cluster_status",
     "collection_cluster_info",
     "collection_aliases",
     "collection_exists",
@@ -159,10 +158,6 @@ CLUSTER_OPERATIONS: Final = (
     "move_shard", "replicate_shard", "abort_transfer", "drop_replica", "create_sharding_key",
     "drop_sharding_key", "restart_transfer", "start_resharding", "abort_resharding", "replicate_points",
 )
-
-
-def cluster_status(_toc: TableOfContents) -> dict[str, Any]:
-    return {"status": "disabled"}
 
 
 def collection_cluster_info(toc: TableOfContents, *, name: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING, final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, final
 
 from qcluster.errors import Unavailable
 
@@ -32,6 +33,8 @@ class NodeState:
         self.body_bytes_max = body_bytes_max
         self.api_key = api_key
         self.toc: TableOfContents | None = None
+        # Cluster mode: Qdrant's GET /cluster body, from the node's Raft member.
+        self.cluster_status: Callable[[], dict[str, Any]] | None = None
 
     def ready_toc(self) -> TableOfContents:
         toc = self.toc

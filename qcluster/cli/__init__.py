@@ -5,6 +5,7 @@
     qcluster collections list|info|create|delete
     qcluster query ...                      a quick look at nearest neighbours
     qcluster cluster status                 nodes, shards, replicas and their states
+    qcluster dev-cluster --nodes 3          a local cluster on 127.0.0.1 to try
 
 Every client command takes ``--url``, ``--grpc-port`` and ``--api-key`` and
 ``--json`` for scripts; exit codes are listed in ``qcluster.cli._common``.
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from qcluster import __version__
-from qcluster.cli import admin, importer, serve
+from qcluster.cli import admin, dev_cluster, importer, serve
 
 __all__ = ["main"]
 
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     importer.add_parser(commands)
     admin.add_parsers(commands)
+    dev_cluster.add_parser(commands)
     return parser
 
 

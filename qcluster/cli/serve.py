@@ -59,6 +59,15 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--http-port", type=int, default=None, help="REST port (service.http_port)")
     serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port (service.grpc_port)")
     serve.add_argument("--log-level", default=None, help="log.level")
+    cluster = serve.add_argument_group("cluster mode (on with --node-id)")
+    cluster.add_argument("--node-id", type=int, default=None, help="this node's id, an unsigned integer (cluster.node_id)")
+    cluster.add_argument("--p2p-host", default=None,
+                         help="address peers reach this node's Raft port at (cluster.p2p_host; default --host)")
+    cluster.add_argument("--p2p-port", type=int, default=None, help="Raft port (cluster.p2p_port, default 6335)")
+    cluster.add_argument("--peers", default=None,
+                         help="members of the initial cluster, HOST:P2P,HOST:P2P (this node's own address may be "
+                              "listed too, so every member can share one list) (cluster.peers)")
+    cluster.add_argument("--cluster-secret", default=None, help="shared secret, required (cluster.secret)")
     serve.set_defaults(run=run)
 
 
@@ -67,6 +76,8 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         "service": {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port},
         "storage": {"data_dir": args.data_dir},
         "log": {"level": args.log_level},
+        "cluster": {"node_id": args.node_id, "p2p_host": args.p2p_host, "p2p_port": args.p2p_port,
+                    "peers": args.peers, "secret": args.cluster_secret},
     }
     return load_settings(config_file=args.config, environ=os.environ, overrides=overrides)
 

@@ -38,9 +38,10 @@ class Node:
     """One ``python -m qcluster serve`` subprocess and its data directory."""
 
     def __init__(self, *, data_dir: pathlib.Path, log_path: pathlib.Path,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.extra_env = dict(extra_env or {})
+        self.extra_args = list(extra_args or [])
         self.log_path = log_path
         self.http_port = free_port()
         self.grpc_port = free_port()
@@ -53,7 +54,7 @@ class Node:
         command = [
             sys.executable, "-m", "qcluster", "serve",
             "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *self.extra_args,
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))

@@ -105,3 +105,31 @@ def test_settings_are_frozen(tmp_path: pathlib.Path) -> None:
     settings = _load(tmp_path)
     with pytest.raises(AttributeError):
         settings.service.http_port = 1  # type: ignore[misc]
+
+
+def test_cluster_mode_settings() -> None:
+    from qcluster.config import load_settings
+
+    settings = load_settings(config_file=None, environ={
+        "QCLUSTER__CLUSTER__NODE_ID": "7", "QCLUSTER__CLUSTER__SECRET": "s3cret-s3cret",
+        "QCLUSTER__CLUSTER__PEERS": "10.0.0.2:6335, 10.0.0.1:6335,10.0.0.2:6335"},
+        overrides={"service": {"host": "10.0.0.1"}})
+    assert settings.cluster.is_enabled and settings.cluster.node_id == 7
+    assert settings.p2p_address == "10.0.0.1:6335"
+    assert settings.cluster.peer_addresses() == ("10.0.0.1:6335", "10.0.0.2:6335")
+    assert not load_settings(config_file=None, environ={}, overrides={}).cluster.is_enabled
+
+
+@pytest.mark.parametrize(("cluster", "message"), [
+    ({"node_id": 1, "secret": "short"}, "cluster.secret"),
+    ({"node_id": 1, "secret": "long-enough", "p2p_port": 6333}, "cluster.p2p_port"),
+    ({"node_id": 1, "secret": "long-enough", "peers": "nohost"}, "cluster.peers"),
+    ({"node_id": -1, "secret": "long-enough"}, "cluster.node_id"),
+    ({"secret": "long-enough"}, "cluster.node_id"),
+    ({"node_id": 1, "secret": "long-enough", "unknown": 1}, "cluster.unknown"),
+])
+def test_cluster_mode_errors_name_the_key(cluster: dict[str, object], message: str) -> None:
+    from qcluster.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config_file=None, environ={}, overrides={"service": {"host": "127.0.0.1"}, "cluster": cluster})

@@ -1,5 +1,7 @@
-"""Cluster endpoints, in the single-node form Qdrant answers when cluster mode
-is disabled. What each does is in ``qcluster.api.actions``."""
+"""Cluster endpoints. ``GET /cluster`` reports the node's Raft member in
+cluster mode; the per-collection endpoints still answer in the single-node
+form (shards are not distributed yet). What each does is in
+``qcluster.api.actions``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from qcluster.api import actions
-from qcluster.api.rest._request import run_storage, run_with_body, timeout_param
+from qcluster.api.rest._request import run_storage, run_with_body, state_of, timeout_param
 from qcluster.api.rest._route import Route
 from qcluster.api.schema.parse import check_collection_name
 
@@ -20,7 +22,10 @@ def _name(request: web.Request) -> str:
 
 
 async def cluster_status(request: web.Request) -> Any:
-    return await run_storage(request, actions.cluster_status)
+    """Qdrant's shape: ``{"status": "disabled"}`` on a single node; in cluster
+    mode ``peer_id``, ``peers``, ``raft_info`` ... from the node's Raft member."""
+    provider = state_of(request).cluster_status
+    return {"status": "disabled"} if provider is None else provider()
 
 
 async def collection_cluster_info(request: web.Request) -> Any:
@@ -36,7 +41,7 @@ async def update_collection_cluster(request: web.Request) -> Any:
 _C = "/collections/{collection_name}"
 
 ROUTES = (
-    Route("GET", "/cluster", cluster_status, "cluster_status", "Cluster status (always disabled: one node)",
+    Route("GET", "/cluster", cluster_status, "cluster_status", "Cluster status: Raft members and leader (disabled on a single node)",
           result_schema="ClusterStatus"),
     Route("GET", f"{_C}/cluster", collection_cluster_info, "collection_cluster_info",
           "Shards of a collection and their point counts", result_schema="CollectionClusterInfo"),
