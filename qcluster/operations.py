@@ -25,6 +25,7 @@ __all__ = [
     "DeletePayload",
     "DeletePoints",
     "DeleteVectors",
+    "LoggedOperation",
     "Operation",
     "OverwritePayload",
     "PointSelector",
@@ -33,6 +34,7 @@ __all__ = [
     "UpdateVectors",
     "UpsertPoints",
     "decode_operation",
+    "decode_record",
     "encode_operation",
 ]
 
@@ -244,21 +246,38 @@ def operation_from_dict(raw: dict[str, Any]) -> Operation:
     raise DataCorruption(f"unknown operation kind {kind!r} in a stored record")
 
 
-def encode_operation(operation: Operation, *, seq_no: int) -> bytes:
-    """Bytes for one WAL record: format version, sequence number, operation."""
-    assert seq_no > 0
+def encode_operation(operation: Operation, *, seq_no: int, term: int = 0) -> bytes:
+    """Bytes for one WAL record: format version, sequence number, the primary
+    term that assigned it (0 on a single node), operation."""
+    assert seq_no > 0 and term >= 0
     return msgpack.packb(
-        {"v": ENCODING_VERSION, "seq": seq_no, "op": operation_to_dict(operation)},
+        {"v": ENCODING_VERSION, "seq": seq_no, "t": term, "op": operation_to_dict(operation)},
         use_bin_type=True,
     )
 
 
-def decode_operation(data: bytes) -> tuple[int, Operation]:
-    """Inverse of ``encode_operation``; returns (seq_no, operation)."""
+@dataclass(frozen=True, slots=True)
+class LoggedOperation:
+    """One decoded WAL record."""
+
+    seq_no: int
+    term: int
+    operation: Operation
+
+
+def decode_record(data: bytes) -> LoggedOperation:
+    """Inverse of ``encode_operation``. Records written before terms existed read as term 0."""
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData) as exc:
         raise DataCorruption("a stored operation record is not valid msgpack") from exc
-    if raw.get("v") != ENCODING_VERSION:
-        raise DataCorruption(f"stored operation has unknown encoding version {raw.get('v')!r}")
-    return int(raw["seq"]), operation_from_dict(raw["op"])
+    if not isinstance(raw, dict) or raw.get("v") != ENCODING_VERSION:
+        version = raw.get("v") if isinstance(raw, dict) else None
+        raise DataCorruption(f"stored operation has unknown encoding version {version!r}")
+    return LoggedOperation(seq_no=int(raw["seq"]), term=int(raw.get("t", 0)), operation=operation_from_dict(raw["op"]))
+
+
+def decode_operation(data: bytes) -> tuple[int, Operation]:
+    """(seq_no, operation) of a record; see ``decode_record``."""
+    record = decode_record(data)
+    return record.seq_no, record.operation

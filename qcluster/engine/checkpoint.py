@@ -38,6 +38,9 @@ class Checkpoint:
     field_schemas: dict[str, PayloadFieldSchema]
     # segment id -> deleted_seq column as of seq_no
     tombstones: dict[int, np.ndarray]
+    # The primary term of the record at seq_no (0: single node, or written
+    # before terms existed): a replica compares it when it catches up.
+    term: int = 0
 
 
 def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
@@ -58,6 +61,7 @@ def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
         "next_segment_id": checkpoint.next_segment_id,
         "field_schemas": {key: schema.encode() for key, schema in checkpoint.field_schemas.items()},
         "tombstones": tombstone_name,
+        "term": checkpoint.term,
     }
     temporary = directory / (MANIFEST + ".tmp")
     with open(temporary, "wb") as handle:
@@ -89,6 +93,7 @@ def read_checkpoint(directory: Path) -> Checkpoint | None:
         raise DataCorruption(f"{path}: tombstones do not match the segment list")
     return Checkpoint(
         seq_no=int(manifest["seq_no"]),
+        term=int(manifest.get("term", 0)),
         wal_index=int(manifest["wal_index"]),
         segment_ids=segment_ids,
         next_segment_id=int(manifest["next_segment_id"]),

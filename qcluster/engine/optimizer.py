@@ -315,8 +315,10 @@ def _write_checkpoint(
             next_segment_id=shard.next_segment_id,
             field_schemas=schemas,
             tombstones=tombstones,
+            term=shard.term_at(seq_no),
         ),
     )
+    shard.forget_terms_before(seq_no)
     shard.checkpoint_seq = seq_no
     shard.checkpoint_wal_index = wal_index
     shard.checkpoint_schemas = dict(schemas)

@@ -19,8 +19,10 @@ state lock. The optimizer (``qcluster.engine.optimizer``) takes the same locks.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import logging
+import math
 import shutil
 import threading
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ from qcluster.operations import (
     DeletePayload,
     DeletePoints,
     DeleteVectors,
+    LoggedOperation,
     Operation,
     OverwritePayload,
     PointsBatch,
@@ -55,7 +58,7 @@ from qcluster.operations import (
     SetPayload,
     UpdateVectors,
     UpsertPoints,
-    decode_operation,
+    decode_record,
     encode_operation,
 )
 from qcluster.types import (
@@ -87,6 +90,7 @@ class ReplicaApply(enum.Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     GAP = "gap"
+    DIVERGED = "diverged"
 
 
 class LocalShard:
@@ -112,6 +116,9 @@ class LocalShard:
         # Field schemas as of checkpoint_seq (the live ones may be newer).
         self.checkpoint_schemas = dict(self.field_schemas)
         self.checkpoint_seq = stored.seq_no if stored else 0
+        # (first seq_no, primary term) of every term seen since the checkpoint,
+        # oldest first; the term only changes when a new primary takes over.
+        self._term_starts: list[tuple[int, int]] = [(self.checkpoint_seq, stored.term if stored else 0)]
         self.checkpoint_wal_index = stored.wal_index if stored else 1
         self.next_segment_id = stored.next_segment_id if stored else 1
         # Oldest first; every one is sealed (not appendable).
@@ -154,19 +161,46 @@ class LocalShard:
 
     def _replay(self) -> None:
         replayed = 0
-        for record in self.wal.read_all():
-            seq_no, operation = decode_operation(record)
-            if seq_no <= self.last_seq:
+        for data in self.wal.read_all():
+            record = decode_record(data)
+            if record.seq_no <= self.last_seq:
                 continue
-            if seq_no != self.last_seq + 1:
-                raise DataCorruption(f"WAL jumps from seq {self.last_seq} to {seq_no}")
-            self._apply_locked(operation, seq_no)
-            self.last_seq = seq_no
+            if record.seq_no != self.last_seq + 1:
+                raise DataCorruption(f"WAL jumps from seq {self.last_seq} to {record.seq_no}")
+            self._apply_locked(record.operation, record.seq_no)
+            self._note_term(record.seq_no, record.term)
+            self.last_seq = record.seq_no
             replayed += 1
         logger.info(
             "shard %s recovered: checkpoint seq %d, %d WAL records replayed, %d sealed segments",
             self.directory, self.checkpoint_seq, replayed, len(self.sealed),
         )
+
+    # ------------------------------------------------------------------ terms
+
+    @property
+    def last_term(self) -> int:
+        """The primary term of the record at ``last_seq``."""
+        return self._term_starts[-1][1]
+
+    def term_at(self, seq_no: int) -> int:
+        """The primary term of the record at ``seq_no`` (checkpoint_seq <= seq_no <= last_seq)."""
+        assert self.checkpoint_seq <= seq_no <= self.last_seq, (self.checkpoint_seq, seq_no, self.last_seq)
+        position = bisect.bisect_right(self._term_starts, (seq_no, math.inf)) - 1
+        return self._term_starts[position][1]
+
+    def forget_terms_before(self, seq_no: int) -> None:
+        """Drop term history older than ``seq_no`` (a new checkpoint)."""
+        position = bisect.bisect_right(self._term_starts, (seq_no, math.inf)) - 1
+        self._term_starts = [(seq_no, self._term_starts[position][1]), *self._term_starts[position + 1:]]
+
+    def _note_term(self, seq_no: int, term: int) -> None:
+        if term == self.last_term:
+            return
+        if term < self.last_term:
+            raise DataCorruption(f"shard {self.directory}: seq {seq_no} has primary term {term}, "
+                                 f"older than the term {self.last_term} before it")
+        self._term_starts.append((seq_no, term))
 
     def close(self) -> None:
         """Stop accepting work and close the WAL. A running optimization is cancelled."""
@@ -185,32 +219,45 @@ class LocalShard:
         writing anything.
         """
         with self.write_mutex:
-            return self._apply_under_mutex(operation, seq_no)[0]
+            return self._apply_under_mutex(operation, seq_no, self.last_term)[0]
 
-    def apply_logged(self, operation: Operation) -> tuple[int, bytes]:
-        """``apply`` on a primary: also returns the WAL record, which is what the
-        replicas apply (the operation as validated, with its seq_no)."""
+    def apply_logged(self, operation: Operation, *, term: int) -> tuple[int, bytes, int]:
+        """``apply`` on a primary of ``term``: returns (seq_no, WAL record, term of
+        the record before it). The record (the operation as validated, with its
+        seq_no and term) is what the replicas apply."""
         with self.write_mutex:
-            return self._apply_under_mutex(operation, None)
+            previous_term = self.last_term
+            seq_no, record = self._apply_under_mutex(operation, None, term)
+            return seq_no, record, previous_term
 
-    def apply_replicated(self, record: bytes) -> tuple[ReplicaApply, int]:
+    def apply_replicated(self, data: bytes, *, previous_term: int) -> tuple[ReplicaApply, int, int]:
         """Apply a primary's WAL record on this replica, exactly in sequence.
 
-        Returns (APPLIED | DUPLICATE | GAP, last_seq): a record at or below
-        last_seq is a retry and is skipped; one beyond last_seq + 1 means this
-        replica missed operations and must be sent those first. Raises like
-        ``apply`` when the operation does not validate here.
-        """
-        seq_no, operation = decode_operation(record)
-        with self.write_mutex:
-            if seq_no <= self.last_seq:
-                return ReplicaApply.DUPLICATE, self.last_seq
-            if seq_no != self.last_seq + 1:
-                return ReplicaApply.GAP, self.last_seq
-            self._apply_under_mutex(operation, seq_no)
-            return ReplicaApply.APPLIED, self.last_seq
+        ``previous_term`` is the term of the primary's record just before it
+        (Raft's prevLogTerm). Returns (outcome, last_seq, last_term):
 
-    def _apply_under_mutex(self, operation: Operation, seq_no: int | None) -> tuple[int, bytes]:
+        - APPLIED: it was the next record and the history before it matches;
+        - DUPLICATE: it is this replica's last record already (a retry);
+        - GAP: records before it are missing: send those first;
+        - DIVERGED: this replica's history differs from the primary's at or
+          before it (records from a deposed primary that the new one never had):
+          it must be rebuilt from a snapshot.
+
+        By induction every accepted record extends a history identical to the
+        primary's. Raises like ``apply`` when the operation does not validate here.
+        """
+        record = decode_record(data)
+        with self.write_mutex:
+            if record.seq_no == self.last_seq and record.term == self.last_term and record.seq_no > 0:
+                return ReplicaApply.DUPLICATE, self.last_seq, self.last_term
+            if record.seq_no > self.last_seq + 1:
+                return ReplicaApply.GAP, self.last_seq, self.last_term
+            if record.seq_no <= self.last_seq or previous_term != self.last_term:
+                return ReplicaApply.DIVERGED, self.last_seq, self.last_term
+            self._apply_under_mutex(record.operation, record.seq_no, record.term)
+            return ReplicaApply.APPLIED, self.last_seq, self.last_term
+
+    def _apply_under_mutex(self, operation: Operation, seq_no: int | None, term: int) -> tuple[int, bytes]:
         assert self.write_mutex.locked()
         if self.is_closed or self.is_failed:
             state = "failed (see the log)" if self.is_failed else "closed"
@@ -219,7 +266,8 @@ class LocalShard:
             operation = self._prepare(operation)
         assigned = self.last_seq + 1 if seq_no is None else seq_no
         assert assigned > self.last_seq, "seq numbers must increase"
-        record = encode_operation(operation, seq_no=assigned)
+        assert term >= self.last_term, "primary terms never decrease"
+        record = encode_operation(operation, seq_no=assigned, term=term)
         self.wal.append(record)
         self.wal.sync()
         with self.state_lock.write():
@@ -232,6 +280,7 @@ class LocalShard:
                 # seq or diverge; a restart replays the record.
                 self.is_failed = True
                 raise
+            self._note_term(assigned, term)
             self.last_seq = assigned
         return assigned, record
 
@@ -442,30 +491,35 @@ class LocalShard:
         with self.state_lock.read():
             return content_digest(self.segments())
 
-    def operations_after(self, seq_no: int, *, limit: int) -> list[tuple[int, Operation]] | None:
-        """Up to ``limit`` logged operations with seq numbers above ``seq_no``, in
-        order: what a replica that holds everything up to ``seq_no`` lacks.
+    def operations_after(self, seq_no: int, *, limit: int) -> tuple[int, list[LoggedOperation]] | None:
+        """What a replica that holds everything up to ``seq_no`` lacks: the term
+        of the record at ``seq_no`` and up to ``limit`` logged records after it,
+        in order.
 
         None when the WAL no longer holds ``seq_no + 1`` (it was checkpointed
-        and truncated): that replica needs a snapshot instead. Holds the write
-        mutex while reading, so no operation is half-read or missed.
+        and truncated) or ``seq_no`` is older than the checkpoint: that replica
+        needs a snapshot instead. Holds the write mutex while reading (the
+        optimizer truncates the log only under it too), so nothing is
+        half-read or missed.
         """
         assert limit > 0
         with self.write_mutex:
-            if seq_no >= self.last_seq:
-                return []
-            found: list[tuple[int, Operation]] = []
-            # The optimizer truncates the log only under the write mutex too.
-            for record in self.wal.read_all():
-                record_seq, operation = decode_operation(record)
-                if record_seq <= seq_no:
+            if seq_no < self.checkpoint_seq or seq_no > self.last_seq:
+                return None
+            previous_term = self.term_at(seq_no)
+            if seq_no == self.last_seq:
+                return previous_term, []
+            found: list[LoggedOperation] = []
+            for data in self.wal.read_all():
+                record = decode_record(data)
+                if record.seq_no <= seq_no:
                     continue
-                if not found and record_seq != seq_no + 1:
-                    return None  # the next operation is gone from the log
-                found.append((record_seq, operation))
+                if not found and record.seq_no != seq_no + 1:
+                    return None  # the next record is gone from the log
+                found.append(record)
                 if len(found) == limit:
                     break
-            return found if found else None
+            return (previous_term, found) if found else None
 
     def stats(self) -> ShardStats:
         with self.state_lock.read():

@@ -19,13 +19,15 @@ class ShardKey:
 class ReplicaOp:
     shard: ShardKey
     primary_term: int
-    record: bytes  # the primary's WAL record: encode_operation(operation, seq_no=...)
+    record: bytes  # the primary's WAL record: encode_operation(operation, seq_no=..., term=...)
+    previous_term: int  # the term of the primary's record just before it (Raft's prevLogTerm)
 
 
 class Outcome(enum.Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     GAP = "gap"
+    DIVERGED = "diverged"
     STALE_TERM = "stale_term"
     NOT_FOUND = "not_found"
     REJECTED = "rejected"
@@ -37,6 +39,7 @@ class ReplicaAck:
     last_seq: int
     known_term: int
     message: str = ""
+    last_term: int = 0  # the term of the replica's record at last_seq
 
     @property
     def holds_it(self) -> bool:

@@ -12,7 +12,9 @@ A failed write may still be applied on the primary and some replicas (its
 outcome is "unknown", as for any request that times out). A replica that
 stays in sync without it reports a GAP on the next write and is sent the
 missing records from the primary's WAL first, so in-sync replicas never skip
-an operation.
+an operation. Every record carries its term and the term of the record
+before it; a replica whose history differs (DIVERGED: records from a
+deposed primary) is fenced and must be rebuilt from a snapshot.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ class PrimaryWriter:
             if view.primary != self._node_id:
                 raise ShardUnavailable(f"node {self._node_id} is not the primary of shard {key.shard_id} of "
                                        f"{key.collection!r} (node {view.primary} is, term {view.primary_term})")
-            seq_no, record = await self._run(shard.apply_logged, operation)
-            op = ReplicaOp(shard=key, primary_term=view.primary_term, record=record)
+            seq_no, record, previous_term = await self._run(
+                lambda: shard.apply_logged(operation, term=view.primary_term))
+            op = ReplicaOp(shard=key, primary_term=view.primary_term, record=record, previous_term=previous_term)
             targets = sorted(view.in_sync - {self._node_id})
             acks = await asyncio.gather(*(self._deliver(node, shard, op, seq_no) for node in targets),
                                         return_exceptions=True)
@@ -91,13 +94,15 @@ class PrimaryWriter:
             delta = await self._run(lambda after=ack.last_seq: shard.operations_after(after, limit=_CATCH_UP_BATCH))
             if delta is None:
                 return ack  # no longer in the log: the replica needs a snapshot; it is fenced
-            for missing_seq, operation in delta:
-                if missing_seq >= seq_no:
+            previous_term, records = delta
+            for item in records:
+                if item.seq_no >= seq_no:
                     break
-                missing = ReplicaOp(shard=op.shard, primary_term=op.primary_term,
-                                    record=encode_operation(operation, seq_no=missing_seq))
+                missing = ReplicaOp(shard=op.shard, primary_term=op.primary_term, previous_term=previous_term,
+                                    record=encode_operation(item.operation, seq_no=item.seq_no, term=item.term))
                 caught_up = await self._peers.replicate(node, missing)
                 if not caught_up.holds_it:
-                    return caught_up
+                    return caught_up  # GAP cannot happen here; DIVERGED or a failure: fenced
+                previous_term = item.term
             ack = await self._peers.replicate(node, op)
         return ack

@@ -49,19 +49,23 @@ class ReplicaEndpoint:
             return ReplicaAck(Outcome.STALE_TERM, shard.last_seq, known,
                               f"primary term {op.primary_term} is older than {known}")
         try:
-            applied, last_seq = shard.apply_replicated(op.record)
+            applied, last_seq, last_term = shard.apply_replicated(op.record, previous_term=op.previous_term)
         except QclusterError as error:
-            return ReplicaAck(Outcome.REJECTED, shard.last_seq, op.primary_term, error.message)
-        return ReplicaAck(Outcome(applied.value), last_seq, op.primary_term)
+            return ReplicaAck(Outcome.REJECTED, shard.last_seq, op.primary_term, error.message, shard.last_term)
+        return ReplicaAck(Outcome(applied.value), last_seq, op.primary_term, last_term=last_term)
 
-    def operations_after(self, key: ShardKey, after_seq: int, limit: int) -> tuple[list[bytes] | None, int]:
-        """WAL records after ``after_seq`` (None: truncated) and this replica's last seq."""
+    def operations_after(self, key: ShardKey, after_seq: int, limit: int) -> tuple[int, list[bytes]] | None:
+        """(term at ``after_seq``, WAL records after it), or None when the log
+        no longer holds them (or there is no such local replica)."""
         shard = self._shards(key)
         if shard is None:
-            return None, 0
+            return None
         delta = shard.operations_after(after_seq, limit=limit)
-        records = None if delta is None else [encode_operation(operation, seq_no=seq) for seq, operation in delta]
-        return records, shard.last_seq
+        if delta is None:
+            return None
+        previous_term, records = delta
+        return previous_term, [encode_operation(item.operation, seq_no=item.seq_no, term=item.term)
+                               for item in records]
 
     def digest(self, key: ShardKey) -> tuple[ContentDigest, int] | None:
         shard = self._shards(key)

@@ -30,6 +30,7 @@ _OUTCOMES: Final = {
     Outcome.APPLIED: pb.ReplicateReply.APPLIED, Outcome.DUPLICATE: pb.ReplicateReply.DUPLICATE,
     Outcome.GAP: pb.ReplicateReply.GAP, Outcome.STALE_TERM: pb.ReplicateReply.STALE_TERM,
     Outcome.NOT_FOUND: pb.ReplicateReply.NOT_FOUND, Outcome.REJECTED: pb.ReplicateReply.REJECTED,
+    Outcome.DIVERGED: pb.ReplicateReply.DIVERGED,
 }
 _FROM_WIRE: Final = {wire: outcome for outcome, wire in _OUTCOMES.items()}
 
@@ -55,17 +56,21 @@ class ReplicationServicer(pb_grpc.ReplicationServicer):
 
     async def Replicate(self, request: pb.ReplicateRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         await self._check(context)
-        op = ReplicaOp(shard=_key(request.shard), primary_term=request.primary_term, record=request.operation)
+        op = ReplicaOp(shard=_key(request.shard), primary_term=request.primary_term, record=request.operation,
+                       previous_term=request.previous_term)
         ack: ReplicaAck = await self._run(self._endpoint.replicate, op)
         return pb.ReplicateReply(outcome=_OUTCOMES[ack.outcome], last_seq=ack.last_seq, known_term=ack.known_term,
-                                 message=ack.message)
+                                 message=ack.message, last_term=ack.last_term)
 
     async def FetchOperations(self, request: pb.FetchOperationsRequest,  # noqa: N802
                               context: grpc.aio.ServicerContext) -> Any:
         await self._check(context)
-        records, last_seq = await self._run(self._endpoint.operations_after, _key(request.shard),
-                                            request.after_seq, max(1, request.limit))
-        return pb.FetchOperationsReply(available=records is not None, operations=records or [], last_seq=last_seq)
+        found = await self._run(self._endpoint.operations_after, _key(request.shard), request.after_seq,
+                                max(1, request.limit))
+        if found is None:
+            return pb.FetchOperationsReply(available=False)
+        previous_term, records = found
+        return pb.FetchOperationsReply(available=True, operations=records, previous_term=previous_term)
 
     async def ShardDigest(self, request: pb.ShardRef, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         await self._check(context)
@@ -106,7 +111,8 @@ class GrpcPeers:
 
     async def replicate(self, node_id: int, op: ReplicaOp) -> ReplicaAck:
         request = pb.ReplicateRequest(shard=pb.ShardRef(collection=op.shard.collection, shard_id=op.shard.shard_id),
-                                      primary_term=op.primary_term, operation=op.record)
+                                      primary_term=op.primary_term, operation=op.record,
+                                      previous_term=op.previous_term)
         try:
             # wait_for_ready: a peer that just came back (channel in reconnect
             # backoff) is waited for up to the deadline instead of failing at once.
@@ -116,7 +122,8 @@ class GrpcPeers:
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceeded(f"node {node_id} did not answer within {self._deadline_s} s") from error
             raise BrokenPeer(f"node {node_id}: {error.code().name}: {error.details()}") from error
-        return ReplicaAck(_FROM_WIRE[reply.outcome], reply.last_seq, reply.known_term, reply.message)
+        return ReplicaAck(_FROM_WIRE[reply.outcome], reply.last_seq, reply.known_term, reply.message,
+                          reply.last_term)
 
     async def close(self) -> None:
         for channel in self._channels:

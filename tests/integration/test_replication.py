@@ -203,11 +203,30 @@ def test_internal_calls_need_the_cluster_secret(tmp_path: Path) -> None:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as channel:
                 stub = pb_grpc.ReplicationStub(channel)
                 request = pb.ReplicateRequest(shard=pb.ShardRef(collection="docs", shard_id=0), primary_term=9,
-                                              seq_no=1, operation=b"\x80\x04garbage")
+                                              operation=b"\x80\x04garbage")
                 for metadata in ((), (("x-qcluster-secret", "wrong"),)):
                     with pytest.raises(grpc.aio.AioRpcError) as refused:
                         await stub.Replicate(request, metadata=metadata, timeout=5)
                     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert node.shard.last_seq == 0
+
+    _run(scenario())
+
+
+def test_a_replica_with_a_deposed_primarys_record_is_fenced(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rng = random.Random(5)
+        async with cluster(tmp_path) as c:
+            nodes, writer, membership = c["nodes"], c["writer"], c["membership"]
+            for _ in range(3):
+                await writer.write(KEY, nodes[1].shard, _upsert(rng, rng.sample(range(100), 10)))
+            # Node 3 alone got seq 4 from the term-1 primary before it was replaced ...
+            nodes[3].shard.apply_logged(_upsert(rng, [999]), term=1)
+            # ... and the primary of term 2 assigns its own seq 4.
+            membership.view_ = ShardView(primary=1, primary_term=2, in_sync=membership.view_.in_sync)
+            await writer.write(KEY, nodes[1].shard, _upsert(rng, [500, 501]))
+            assert membership.fenced == [3], "the diverged replica is out of the in-sync set"
+            assert nodes[1].shard.content_digest() == nodes[2].shard.content_digest()
+            assert nodes[3].shard.content_digest() != nodes[1].shard.content_digest()
 
     _run(scenario())

@@ -16,19 +16,19 @@ class ShardRef(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., shard_id: _Optional[int] = ...) -> None: ...
 
 class ReplicateRequest(_message.Message):
-    __slots__ = ("shard", "primary_term", "seq_no", "operation")
+    __slots__ = ("shard", "primary_term", "operation", "previous_term")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_TERM_FIELD_NUMBER: _ClassVar[int]
-    SEQ_NO_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_TERM_FIELD_NUMBER: _ClassVar[int]
     shard: ShardRef
     primary_term: int
-    seq_no: int
     operation: bytes
-    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., primary_term: _Optional[int] = ..., seq_no: _Optional[int] = ..., operation: _Optional[bytes] = ...) -> None: ...
+    previous_term: int
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., primary_term: _Optional[int] = ..., operation: _Optional[bytes] = ..., previous_term: _Optional[int] = ...) -> None: ...
 
 class ReplicateReply(_message.Message):
-    __slots__ = ("outcome", "last_seq", "known_term", "message")
+    __slots__ = ("outcome", "last_seq", "known_term", "message", "last_term")
     class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         APPLIED: _ClassVar[ReplicateReply.Outcome]
@@ -37,21 +37,25 @@ class ReplicateReply(_message.Message):
         STALE_TERM: _ClassVar[ReplicateReply.Outcome]
         NOT_FOUND: _ClassVar[ReplicateReply.Outcome]
         REJECTED: _ClassVar[ReplicateReply.Outcome]
+        DIVERGED: _ClassVar[ReplicateReply.Outcome]
     APPLIED: ReplicateReply.Outcome
     DUPLICATE: ReplicateReply.Outcome
     GAP: ReplicateReply.Outcome
     STALE_TERM: ReplicateReply.Outcome
     NOT_FOUND: ReplicateReply.Outcome
     REJECTED: ReplicateReply.Outcome
+    DIVERGED: ReplicateReply.Outcome
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     KNOWN_TERM_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
     outcome: ReplicateReply.Outcome
     last_seq: int
     known_term: int
     message: str
-    def __init__(self, outcome: _Optional[_Union[ReplicateReply.Outcome, str]] = ..., last_seq: _Optional[int] = ..., known_term: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    last_term: int
+    def __init__(self, outcome: _Optional[_Union[ReplicateReply.Outcome, str]] = ..., last_seq: _Optional[int] = ..., known_term: _Optional[int] = ..., message: _Optional[str] = ..., last_term: _Optional[int] = ...) -> None: ...
 
 class FetchOperationsRequest(_message.Message):
     __slots__ = ("shard", "after_seq", "limit")
@@ -64,14 +68,14 @@ class FetchOperationsRequest(_message.Message):
     def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class FetchOperationsReply(_message.Message):
-    __slots__ = ("available", "operations", "last_seq")
+    __slots__ = ("available", "operations", "previous_term")
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
-    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_TERM_FIELD_NUMBER: _ClassVar[int]
     available: bool
     operations: _containers.RepeatedScalarFieldContainer[bytes]
-    last_seq: int
-    def __init__(self, available: _Optional[bool] = ..., operations: _Optional[_Iterable[bytes]] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    previous_term: int
+    def __init__(self, available: _Optional[bool] = ..., operations: _Optional[_Iterable[bytes]] = ..., previous_term: _Optional[int] = ...) -> None: ...
 
 class ShardDigestReply(_message.Message):
     __slots__ = ("points_count", "content_digest", "last_seq")
