@@ -87,6 +87,9 @@ class ClusterSettings:
     peers: str | None = None
     # Required in cluster mode: authenticates and encrypts Raft and internal traffic.
     secret: str | None = None
+    # The Raft leader marks a node dead when it has had no connection to it
+    # for this long, and alive again once it reconnects.
+    dead_after_s: float = 5.0
 
     @property
     def is_enabled(self) -> bool:
@@ -257,6 +260,8 @@ def _validate_cluster(settings: Settings) -> None:
     assert cluster.node_id is not None
     if cluster.node_id < 0:
         raise ConfigError("cluster.node_id: must be an unsigned integer")
+    if not 0.5 <= cluster.dead_after_s <= 3600:
+        raise ConfigError("cluster.dead_after_s: must be between 0.5 and 3600 seconds")
     if not 1 <= cluster.p2p_port <= 65535:
         raise ConfigError(f"cluster.p2p_port: {cluster.p2p_port} is not a TCP port")
     if cluster.p2p_port in (settings.service.http_port, settings.service.grpc_port):

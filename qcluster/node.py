@@ -32,8 +32,8 @@ from aiohttp import web
 from qcluster.api.grpc import start_grpc_server
 from qcluster.api.rest import build_app
 from qcluster.api.state import NodeState
-from qcluster.cluster.commands import AddNode
-from qcluster.cluster.state import ResultCode
+from qcluster.cluster.commands import AddNode, MarkNodeAlive, MarkNodeDead
+from qcluster.cluster.state import Liveness, NodeInfo, ResultCode
 from qcluster.config import Settings
 from qcluster.errors import QclusterError
 
@@ -71,6 +71,7 @@ def _open_toc(data_dir: pathlib.Path) -> object:
 _REGISTER_TIMEOUT_S: Final = 3.0
 _REGISTER_RETRY_S: Final = 0.5
 _RAFT_CLOSE_TIMEOUT_S: Final = 2.0
+_LIVENESS_PERIOD_S: Final = 0.5
 
 
 class _ClusterMember:
@@ -97,11 +98,51 @@ class _ClusterMember:
         self.raft = RaftNode(RaftSettings(node_id=cluster.node_id, p2p_address=self.p2p_address,
                                           peer_addresses=peers, cluster_secret=cluster.secret,
                                           data_dir=settings.data_dir))
-        self._registering: asyncio.Task[None] | None = None
+        self._dead_after_s = cluster.dead_after_s
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.raft.start()
-        self._registering = asyncio.create_task(self._register(), name="qcluster-register-node")
+        self._tasks.append(asyncio.create_task(self._register(), name="qcluster-register-node"))
+        self._tasks.append(asyncio.create_task(self._watch_liveness(), name="qcluster-liveness"))
+
+    async def _watch_liveness(self) -> None:
+        """On the leader: mark a member dead after ``dead_after_s`` without a
+        connection, alive once it is connected again. The request id names
+        the liveness change it answers, so a retry (or a second leader's
+        proposal for the same observation) applies once."""
+        unreachable_since: dict[int, float] = {}
+        while True:  # until shutdown cancels it
+            await asyncio.sleep(_LIVENESS_PERIOD_S)
+            if not self.raft.is_leader():
+                unreachable_since.clear()
+                continue
+            connected = set(self.raft.status().connected_addresses)
+            now = time.monotonic()
+            for node in self.raft.state().nodes.values():
+                if node.node_id == self.node_id:
+                    continue
+                if node.p2p_address in connected:
+                    unreachable_since.pop(node.node_id, None)
+                    if node.liveness is Liveness.DEAD:
+                        await self._propose_liveness(MarkNodeAlive, node)
+                    continue
+                since = unreachable_since.setdefault(node.node_id, now)
+                if node.liveness is Liveness.ALIVE and now - since >= self._dead_after_s:
+                    await self._propose_liveness(MarkNodeDead, node)
+
+    async def _propose_liveness(self, kind: type[MarkNodeDead] | type[MarkNodeAlive], node: NodeInfo) -> None:
+        command = kind(request_id=f"{kind.__name__}-{node.node_id}-{node.liveness_since_version}",
+                       node_id=node.node_id, at_ms=int(time.time() * 1000))
+        try:
+            result = await self.raft.propose(command, timeout_s=_REGISTER_TIMEOUT_S)
+        except QclusterError as error:
+            if not error.retryable:
+                raise
+            return  # tried again on the next round
+        _log.log(logging.WARNING if kind is MarkNodeDead else logging.INFO, "cluster member liveness",
+                 extra={"node_id": node.node_id, "marked": "dead" if kind is MarkNodeDead else "alive",
+                        "result": result.code.value})
 
     async def _register(self) -> None:
         command = AddNode(request_id=f"add-node-{self.node_id}", node_id=self.node_id, p2p_address=self.p2p_address,
@@ -147,10 +188,11 @@ class _ClusterMember:
         }
 
     async def close(self) -> None:
-        if self._registering is not None:
-            self._registering.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._registering
+                await task
         await self.raft.close(timeout_s=_RAFT_CLOSE_TIMEOUT_S)
 
 

@@ -111,6 +111,8 @@ class RaftStatus:
     last_applied: int
     log_length: int  # entries in the journal: small after a compaction
     member_addresses: tuple[str, ...]  # every member, this one included, sorted
+    # Other members this node has a live connection to (its own view).
+    connected_addresses: tuple[str, ...]
     has_quorum: bool  # this node is connected to a majority (its own view)
     state_version: int
 
@@ -446,6 +448,8 @@ class RaftNode:
             last_applied=syncobj.raftLastApplied,
             log_length=syncobj._getRaftLogSize(),
             member_addresses=tuple(sorted(members)),
+            connected_addresses=tuple(sorted(str(node.id) for node in syncobj.otherNodes
+                                             if syncobj.isNodeConnected(node))),
             has_quorum=syncobj.hasQuorum,
             state_version=self._machine.state.version,
         )

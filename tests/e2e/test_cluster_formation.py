@@ -47,13 +47,26 @@ def _agreed_leader(nodes: list[Node], *, members: int, not_leader: int | None = 
     raise AssertionError(f"no agreement within {AGREE_WITHIN_S} s: {seen}")
 
 
+def _wait_liveness(nodes: list[Node], node_id: int, liveness: str) -> None:
+    deadline = time.monotonic() + AGREE_WITHIN_S
+    seen: list[Any] = []
+    while time.monotonic() < deadline:
+        seen = [_status(node) for node in nodes]
+        if all(status is not None and status["qcluster"]["nodes"][str(node_id)]["liveness"] == liveness
+               for status in seen):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"node {node_id} not {liveness} everywhere within {AGREE_WITHIN_S} s: {seen}")
+
+
 @pytest.fixture
 def three_nodes(tmp_path: pathlib.Path) -> Iterator[list[Node]]:
     p2p_ports = [free_port() for _ in range(3)]
     peers = ",".join(f"127.0.0.1:{port}" for port in p2p_ports)
     nodes = [Node(data_dir=tmp_path / f"node{index + 1}", log_path=tmp_path / f"node{index + 1}.log",
                   extra_args=["--node-id", str(index + 1), "--p2p-port", str(p2p_ports[index]), "--peers", peers,
-                              "--cluster-secret", SECRET])
+                              "--cluster-secret", SECRET],
+                  extra_env={"QCLUSTER__CLUSTER__DEAD_AFTER_S": "1"})
              for index in range(3)]
     try:
         yield nodes
@@ -87,9 +100,12 @@ def test_three_nodes_form_fail_over_and_rejoin(three_nodes: list[Node]) -> None:
     killed_at = time.monotonic()
     new_leader = _agreed_leader(survivors, members=3, not_leader=leader)
     assert time.monotonic() - killed_at < AGREE_WITHIN_S
+    # The new leader marks the killed node dead (dead_after_s = 1) on every node.
+    _wait_liveness(survivors, leader, "dead")
 
     by_id[leader].start()  # same id, same data dir: rejoins as itself
     assert _agreed_leader(three_nodes, members=3) == new_leader
+    _wait_liveness(three_nodes, leader, "alive")
     rejoined = _status(by_id[leader])
     assert rejoined is not None and rejoined["raft_info"]["role"] == "Follower"
 

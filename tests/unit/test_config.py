@@ -127,6 +127,7 @@ def test_cluster_mode_settings() -> None:
     ({"node_id": -1, "secret": "long-enough"}, "cluster.node_id"),
     ({"secret": "long-enough"}, "cluster.node_id"),
     ({"node_id": 1, "secret": "long-enough", "unknown": 1}, "cluster.unknown"),
+    ({"node_id": 1, "secret": "long-enough", "dead_after_s": 0.1}, "cluster.dead_after_s"),
 ])
 def test_cluster_mode_errors_name_the_key(cluster: dict[str, object], message: str) -> None:
     from qcluster.config import ConfigError, load_settings
