@@ -166,7 +166,7 @@ def run_query(args: argparse.Namespace) -> int:
 @command
 def cluster_status(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        status = _dump(client.cluster_status())
+        status = client.cluster_status()
         names = sorted(item.name for item in client.qdrant.get_collections().collections)
         placements = {name: _dump(client.shard_placement(name)) for name in names}
     lines = []
@@ -176,8 +176,11 @@ def cluster_status(args: argparse.Namespace) -> int:
         raft = status.get("raft_info", {})
         lines.append(f"this node: peer {status.get('peer_id')}; raft leader {raft.get('leader')}, "
                      f"term {raft.get('term')}, role {raft.get('role')}")
-        lines.append(table(("peer", "uri"), sorted((peer, info.get("uri")) for peer, info
-                                                   in status.get("peers", {}).items())))
+        nodes = status.get("qcluster", {}).get("nodes", {})
+        lines.append(table(("peer", "raft", "rest", "grpc", "liveness", "role"), sorted(
+            (int(peer), info.get("uri"), nodes.get(peer, {}).get("http"), nodes.get(peer, {}).get("grpc"),
+             nodes.get(peer, {}).get("liveness"), "leader" if str(raft.get("leader")) == peer else "")
+            for peer, info in status.get("peers", {}).items())))
     rows = []
     for name, placement in placements.items():
         for shard in placement.get("local_shards", []):

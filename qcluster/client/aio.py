@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from qcluster.client._dense import (
     QueryResult,
@@ -48,6 +50,7 @@ class AsyncClient:
             self._channel = grpc.aio.insecure_channel(target, options=channel_options())
         self._dense = dense_pb2_grpc.DensePointsStub(self._channel)
         self._metadata = (("api-key", api_key),) if api_key else ()
+        self._http_headers = {"api-key": api_key} if api_key else {}
 
     async def close(self) -> None:
         await self._channel.close()
@@ -134,8 +137,13 @@ class AsyncClient:
         return (await self.qdrant.count(collection, exact=exact)).count
 
     @raises_qcluster_errors_async
-    async def cluster_status(self) -> Any:
-        return await self.qdrant.cluster_status()
+    async def cluster_status(self) -> dict[str, Any]:
+        """See ``Client.cluster_status``."""
+        async with httpx.AsyncClient(timeout=self.timeout) as http:
+            response = await http.get(f"{self.url.rstrip('/')}/cluster", headers=self._http_headers)
+        if response.status_code != 200:
+            raise UnexpectedResponse.for_response(response)
+        return response.json()["result"]  # type: ignore[no-any-return]
 
     @raises_qcluster_errors_async
     async def shard_placement(self, collection: str) -> Any:

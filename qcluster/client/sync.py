@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from qcluster.client._dense import (
     QueryResult,
@@ -72,6 +74,7 @@ class Client:
             self._channel = grpc.insecure_channel(target, options=channel_options())
         self._dense = dense_pb2_grpc.DensePointsStub(self._channel)
         self._metadata = (("api-key", api_key),) if api_key else ()
+        self._http_headers = {"api-key": api_key} if api_key else {}
 
     def close(self) -> None:
         self._channel.close()
@@ -182,9 +185,15 @@ class Client:
         return self.qdrant.count(collection, exact=exact).count
 
     @raises_qcluster_errors
-    def cluster_status(self) -> Any:
-        """``GET /cluster``: this node's peer id, the peers, Raft state (``{"status": "disabled"}`` alone)."""
-        return self.qdrant.cluster_status()
+    def cluster_status(self) -> dict[str, Any]:
+        """``GET /cluster`` as JSON: ``{"status": "disabled"}`` on a single node;
+        in cluster mode Qdrant's fields (``peer_id``, ``peers``, ``raft_info``)
+        plus ``qcluster`` (members' addresses and liveness, which qdrant-client's
+        model would drop)."""
+        response = httpx.get(f"{self.url.rstrip('/')}/cluster", headers=self._http_headers, timeout=self.timeout)
+        if response.status_code != 200:
+            raise UnexpectedResponse.for_response(response)
+        return response.json()["result"]  # type: ignore[no-any-return]
 
     @raises_qcluster_errors
     def shard_placement(self, collection: str) -> Any:

@@ -106,6 +106,11 @@ def test_three_nodes_form_fail_over_and_rejoin(three_nodes: list[Node]) -> None:
     by_id[leader].start()  # same id, same data dir: rejoins as itself
     assert _agreed_leader(three_nodes, members=3) == new_leader
     _wait_liveness(three_nodes, leader, "alive")
+    shown = subprocess.run([sys.executable, "-m", "qcluster", "cluster", "status", "--url", by_id[1].url,
+                            "--grpc-port", str(by_id[1].grpc_port)],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert f"raft leader {new_leader}" in shown.stdout and shown.stdout.count("alive") == 3
     rejoined = _status(by_id[leader])
     assert rejoined is not None and rejoined["raft_info"]["role"] == "Follower"
 

@@ -132,7 +132,7 @@ def test_cluster_administration(client: Client) -> None:
     assert client.qdrant.create_collection("sdk_sharded", shard_number=2, vectors_config=models.VectorParams(
         size=2, distance=models.Distance.DOT))
     client.upload("sdk_sharded", np.ones((50, 2), dtype=np.float32))
-    assert client.cluster_status().status == "disabled"
+    assert client.cluster_status() == {"status": "disabled"}
     placement = client.shard_placement("sdk_sharded")
     assert sorted(shard.shard_id for shard in placement.local_shards) == [0, 1]
     assert sum(shard.points_count for shard in placement.local_shards) == 50
