@@ -179,6 +179,13 @@ class Wal:
             for payload, _end in self._iter_file(path, tolerate_torn_tail=is_last):
                 yield payload
 
+    def file_sizes(self) -> list[tuple[Path, int]]:
+        """Every file still held with its size, after a flush: the bytes a copy
+        must take (the last file may still grow; earlier ones are closed)."""
+        assert self._handle is not None, "WAL is closed"
+        self._handle.flush()
+        return [(path, path.stat().st_size) for _first, path in self._files]
+
     def rotate(self) -> None:
         """Continue in a new file, so the current one can be dropped once checkpointed."""
         assert self._handle is not None, "WAL is closed"
