@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -22,10 +21,11 @@ from qcluster.proto.internal.v1 import replication_pb2 as pb
 from qcluster.proto.internal.v1 import replication_pb2_grpc as pb_grpc
 from qcluster.replication.messages import Outcome, ReplicaAck, ReplicaOp, ShardKey
 from qcluster.replication.replica import ReplicaEndpoint
+from qcluster.transport.pool import StubPool
+from qcluster.transport.secret import SECRET_METADATA, require_secret, secret_metadata
 
 __all__ = ["GrpcPeers", "SECRET_METADATA", "add_replication_service"]
 
-SECRET_METADATA: Final = "x-qcluster-secret"
 _OUTCOMES: Final = {
     Outcome.APPLIED: pb.ReplicateReply.APPLIED, Outcome.DUPLICATE: pb.ReplicateReply.DUPLICATE,
     Outcome.GAP: pb.ReplicateReply.GAP, Outcome.STALE_TERM: pb.ReplicateReply.STALE_TERM,
@@ -47,9 +47,7 @@ class ReplicationServicer(pb_grpc.ReplicationServicer):
         self._secret = secret.encode()
 
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
-        given = dict(context.invocation_metadata() or ()).get(SECRET_METADATA, "")
-        if not hmac.compare_digest(given.encode(), self._secret):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "internal call without the cluster secret")
+        await require_secret(context, self._secret)
 
     async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -92,22 +90,9 @@ class GrpcPeers:
 
     def __init__(self, *, addresses: Callable[[int], str | None], secret: str, deadline_s: float) -> None:
         assert secret and deadline_s > 0
-        self._addresses = addresses
-        self._metadata = ((SECRET_METADATA, secret),)
+        self._metadata = secret_metadata(secret)
         self._deadline_s = deadline_s
-        self._stubs: dict[str, pb_grpc.ReplicationStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
-
-    def _stub(self, node_id: int) -> pb_grpc.ReplicationStub:
-        address = self._addresses(node_id)
-        if address is None:
-            raise BrokenPeer(f"node {node_id} has no known address")
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(address)
-            self._channels.append(channel)
-            stub = self._stubs[address] = pb_grpc.ReplicationStub(channel)
-        return stub
+        self._pool = StubPool(pb_grpc.ReplicationStub, addresses=addresses)
 
     async def replicate(self, node_id: int, op: ReplicaOp) -> ReplicaAck:
         request = pb.ReplicateRequest(shard=pb.ShardRef(collection=op.shard.collection, shard_id=op.shard.shard_id),
@@ -116,7 +101,7 @@ class GrpcPeers:
         try:
             # wait_for_ready: a peer that just came back (channel in reconnect
             # backoff) is waited for up to the deadline instead of failing at once.
-            reply = await self._stub(node_id).Replicate(request, timeout=self._deadline_s, metadata=self._metadata,
+            reply = await self._pool.stub(node_id).Replicate(request, timeout=self._deadline_s, metadata=self._metadata,
                                                         wait_for_ready=True)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -126,7 +111,4 @@ class GrpcPeers:
                           reply.last_term)
 
     async def close(self) -> None:
-        for channel in self._channels:
-            await channel.close()
-        self._channels.clear()
-        self._stubs.clear()
+        await self._pool.close()

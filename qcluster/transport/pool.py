@@ -1,0 +1,41 @@
+"""One gRPC channel per peer node, shared by every stub of a service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import grpc
+
+from qcluster.errors import BrokenPeer
+
+__all__ = ["StubPool"]
+
+Stub = TypeVar("Stub")
+
+
+class StubPool(Generic[Stub]):
+    def __init__(self, make_stub: Callable[[grpc.aio.Channel], Stub], *,
+                 addresses: Callable[[int], str | None]) -> None:
+        self._make_stub = make_stub
+        self._addresses = addresses
+        self._stubs: dict[str, Stub] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    def stub(self, node_id: int) -> Stub:
+        """The stub for ``node_id``'s current address (a new channel the first time)."""
+        address = self._addresses(node_id)
+        if address is None:
+            raise BrokenPeer(f"node {node_id} has no known address")
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address)
+            self._channels.append(channel)
+            stub = self._stubs[address] = self._make_stub(channel)
+        return stub
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
