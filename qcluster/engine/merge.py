@@ -6,7 +6,9 @@ import heapq
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TypeVar
 
-__all__ = ["merge_top_k"]
+from qcluster.types import ScoredPoint
+
+__all__ = ["merge_scored", "merge_top_k"]
 
 Item = TypeVar("Item")
 
@@ -39,3 +41,20 @@ def merge_top_k(
         result.append((-negative_key, identity, item))
     assert len(result) <= k
     return result
+
+
+def merge_scored(answers: Sequence[Sequence[ScoredPoint]], *, higher_is_better: bool, offset: int,
+                 limit: int) -> list[ScoredPoint]:
+    """The page ``[offset, offset + limit)`` of the global ranking, from the
+    answers of several shards (each its own top ``offset + limit``, best first).
+
+    Offset and limit apply after the merge, so a page is the same whatever the
+    number of shards. Used by a collection over its local shards, and by the
+    router over the shards of a cluster.
+    """
+    assert offset >= 0 and limit >= 0
+    if len(answers) == 1:
+        return list(answers[0][offset:offset + limit])
+    sign = 1.0 if higher_is_better else -1.0
+    parts = [[(sign * point.score, point.id, point) for point in answer] for answer in answers]
+    return [point for _key, _id, point in merge_top_k(parts, k=offset + limit)][offset:offset + limit]

@@ -17,7 +17,7 @@ from typing import Any, final
 
 import numpy as np
 
-from qcluster.engine.merge import merge_top_k
+from qcluster.engine.merge import merge_scored
 from qcluster.engine.optimizer import plan_task
 from qcluster.engine.shard import LocalShard
 from qcluster.engine.validation import prepare_points
@@ -206,18 +206,12 @@ class Collection:
         for request in requests:
             self.config.vector_params(request.using, path="using")
         per_shard = [shard.search_batch(requests) for shard in self.shards]
-        results = []
-        for position, request in enumerate(requests):
-            if len(per_shard) == 1:
-                merged = per_shard[0][position]
-            else:
-                parts = [
-                    [(_rank_key(point.score, self.config, request.using), point.id, point) for point in shard_result[position]]
-                    for shard_result in per_shard
-                ]
-                merged = [point for _key, _id, point in merge_top_k(parts, k=request.limit + request.offset)]
-            results.append(merged[request.offset : request.offset + request.limit])
-        return results
+        return [
+            merge_scored([answers[position] for answers in per_shard],
+                         higher_is_better=self.config.vectors[request.using].distance.higher_is_better,
+                         offset=request.offset, limit=request.limit)
+            for position, request in enumerate(requests)
+        ]
 
     def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector, with_vector: WithVector) -> list[Record]:
         if len(self.shards) == 1:
@@ -266,10 +260,6 @@ class Collection:
     def shard_point_counts(self) -> list[int]:
         """Live points of each local shard, by shard id (each shard read on its own)."""
         return [shard.count(filter=None) for shard in self.shards]
-
-
-def _rank_key(score: float, config: CollectionConfig, using: str) -> float:
-    return score if config.vectors[using].distance.higher_is_better else -score
 
 
 def _ids_that_must_exist(operation: Operation) -> tuple[PointId, ...]:
