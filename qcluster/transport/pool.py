@@ -7,9 +7,9 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from qcluster.errors import BrokenPeer
+from qcluster.errors import BrokenPeer, DeadlineExceeded, QclusterError, ShardUnavailable
 
-__all__ = ["StubPool"]
+__all__ = ["StubPool", "peer_error"]
 
 Stub = TypeVar("Stub")
 
@@ -39,3 +39,14 @@ class StubPool(Generic[Stub]):
             await channel.close()
         self._channels.clear()
         self._stubs.clear()
+
+
+def peer_error(node_id: int, error: grpc.aio.AioRpcError, *, deadline_s: float) -> QclusterError:
+    """A failed internal call as qcluster's error: the deadline, a shard the
+    peer does not hold (or could not serve: try another replica), or a broken peer."""
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"node {node_id} did not answer within {deadline_s} s")
+    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+        return ShardUnavailable(f"node {node_id}: {error.details()}")
+    return BrokenPeer(f"node {node_id}: {code.name}: {error.details()}")

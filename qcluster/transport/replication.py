@@ -16,12 +16,11 @@ from typing import Any, Final
 
 import grpc
 
-from qcluster.errors import BrokenPeer, DeadlineExceeded
 from qcluster.proto.internal.v1 import replication_pb2 as pb
 from qcluster.proto.internal.v1 import replication_pb2_grpc as pb_grpc
 from qcluster.replication.messages import Outcome, ReplicaAck, ReplicaOp, ShardKey
 from qcluster.replication.replica import ReplicaEndpoint
-from qcluster.transport.pool import StubPool
+from qcluster.transport.pool import StubPool, peer_error
 from qcluster.transport.secret import SECRET_METADATA, require_secret, secret_metadata
 
 __all__ = ["GrpcPeers", "SECRET_METADATA", "add_replication_service"]
@@ -104,9 +103,7 @@ class GrpcPeers:
             reply = await self._pool.stub(node_id).Replicate(request, timeout=self._deadline_s, metadata=self._metadata,
                                                         wait_for_ready=True)
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise DeadlineExceeded(f"node {node_id} did not answer within {self._deadline_s} s") from error
-            raise BrokenPeer(f"node {node_id}: {error.code().name}: {error.details()}") from error
+            raise peer_error(node_id, error, deadline_s=self._deadline_s) from error
         return ReplicaAck(_FROM_WIRE[reply.outcome], reply.last_seq, reply.known_term, reply.message,
                           reply.last_term)
 

@@ -17,13 +17,13 @@ from typing import Any
 import grpc
 
 from qcluster.engine.shard import LocalShard
-from qcluster.errors import BrokenPeer, DeadlineExceeded, QclusterError, ShardUnavailable
+from qcluster.errors import QclusterError
 from qcluster.proto.internal.v1 import replication_pb2 as replication_pb
 from qcluster.proto.internal.v1 import shards_pb2 as pb
 from qcluster.proto.internal.v1 import shards_pb2_grpc as pb_grpc
 from qcluster.replication.messages import ShardKey
 from qcluster.transport.codec import decode_requests, decode_results, encode_requests, encode_results
-from qcluster.transport.pool import StubPool
+from qcluster.transport.pool import StubPool, peer_error
 from qcluster.transport.secret import require_secret, secret_metadata
 from qcluster.types import QueryRequest, ScoredPoint
 
@@ -81,11 +81,7 @@ class GrpcShards:
         try:
             reply = await self._pool.stub(node_id).Search(message, timeout=self._deadline_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise DeadlineExceeded(f"node {node_id} did not answer within {self._deadline_s} s") from error
-            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                raise ShardUnavailable(f"node {node_id}: {error.details()}") from error
-            raise BrokenPeer(f"node {node_id}: {error.code().name}: {error.details()}") from error
+            raise peer_error(node_id, error, deadline_s=self._deadline_s) from error
         return decode_results(reply.results)
 
     async def close(self) -> None:

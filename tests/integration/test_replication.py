@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import random
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,16 +29,12 @@ from qcluster.replication.messages import ShardKey, ShardView
 from qcluster.replication.primary import PrimaryWriter
 from qcluster.replication.replica import ReplicaEndpoint
 from qcluster.transport.replication import GrpcPeers, add_replication_service
+from tests.e2e.conftest import free_port
 from tests.unit.test_shard import _batch, _config
 
 SECRET = "test-cluster-secret"
 KEY = ShardKey("docs", 0)
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -75,7 +70,7 @@ class Node:
         self.directory = directory
         self.shard = LocalShard.open(directory, _config(indexing_threshold=10_000_000))
         self.endpoint = ReplicaEndpoint(shards=lambda key: self.shard if key == KEY else None, membership=membership)
-        self.port = _free_port()
+        self.port = free_port()
         self.executor = executor
         self.server: grpc.aio.Server | None = None
 

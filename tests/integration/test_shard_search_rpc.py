@@ -8,7 +8,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import random
-import socket
 from pathlib import Path
 
 import grpc
@@ -22,16 +21,12 @@ from qcluster.replication.messages import ShardKey
 from qcluster.transport.codec import decode_requests, encode_requests
 from qcluster.transport.shards import GrpcShards, add_shards_service
 from qcluster.types import PayloadSelector, QueryRequest, SearchParams
+from tests.e2e.conftest import free_port
 from tests.unit.test_shard import _batch, _config
 
 SECRET = "shards-test-secret"
 KEY = ShardKey("docs", 3)
 
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _requests() -> list[QueryRequest]:
@@ -68,7 +63,7 @@ def test_remote_search_equals_local(tmp_path: Path) -> None:
         executor = concurrent.futures.ThreadPoolExecutor(2)
         server = grpc.aio.server()
         add_shards_service(server, lambda key: shard if key == KEY else None, executor=executor, secret=SECRET)
-        port = _port()
+        port = free_port()
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         remote = GrpcShards(addresses=lambda node_id: f"127.0.0.1:{port}" if node_id == 7 else None,
