@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import pytest
 
 from qcluster.cluster.commands import AddNode, encode
+from tests.e2e.conftest import free_port
 
 HARNESS = Path(__file__).with_name("consensus_harness.py")
 SECRET = "consensus-test-secret"
@@ -43,13 +44,6 @@ PROPOSAL_TIMEOUT_S = 3.0
 COMPACTION_ENTRIES = 20  # small, so the tests compact the log and use the full dump
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 class Member:
