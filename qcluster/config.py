@@ -90,6 +90,12 @@ class ClusterSettings:
     # The Raft leader marks a node dead when it has had no connection to it
     # for this long, and alive again once it reconnects.
     dead_after_s: float = 5.0
+    # A node dead this long is lost: its replicas are re-created on other nodes.
+    replica_grace_s: float = 60.0
+    # How long a write waits for its shards' primaries (through a failover) before it fails.
+    write_timeout_s: float = 20.0
+    # Deadline of one node-to-node call (replicate a write, read a shard).
+    internal_deadline_s: float = 3.0
 
     @property
     def is_enabled(self) -> bool:
@@ -262,6 +268,12 @@ def _validate_cluster(settings: Settings) -> None:
         raise ConfigError("cluster.node_id: must be an unsigned integer")
     if not 0.5 <= cluster.dead_after_s <= 3600:
         raise ConfigError("cluster.dead_after_s: must be between 0.5 and 3600 seconds")
+    if not 1 <= cluster.replica_grace_s <= 86_400:
+        raise ConfigError("cluster.replica_grace_s: must be between 1 and 86400 seconds")
+    if not 1 <= cluster.write_timeout_s <= 600:
+        raise ConfigError("cluster.write_timeout_s: must be between 1 and 600 seconds")
+    if not 0.1 <= cluster.internal_deadline_s <= 60:
+        raise ConfigError("cluster.internal_deadline_s: must be between 0.1 and 60 seconds")
     if not 1 <= cluster.p2p_port <= 65535:
         raise ConfigError(f"cluster.p2p_port: {cluster.p2p_port} is not a TCP port")
     if cluster.p2p_port in (settings.service.http_port, settings.service.grpc_port):

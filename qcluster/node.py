@@ -83,7 +83,7 @@ class _ClusterMember:
     nothing). Collections are not distributed yet (docs/architecture.md).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, runtime: Any) -> None:
         from qcluster.consensus import RaftNode, RaftSettings  # noqa: PLC0415 - pysyncobj only in cluster mode
 
         cluster = settings.cluster
@@ -100,11 +100,21 @@ class _ClusterMember:
                                           data_dir=settings.data_dir))
         self._dead_after_s = cluster.dead_after_s
         self._tasks: list[asyncio.Task[None]] = []
+        self.runtime = runtime
 
-    async def start(self) -> None:
+    async def start(self, toc: Any) -> Any:
+        """Start Raft and the distributed runtime; returns the catalog the API serves."""
+        from qcluster.distributed.runtime import RaftAccess  # noqa: PLC0415 - cluster mode only
+
         await self.raft.start()
+        raft = self.raft
+        catalog = await self.runtime.start(toc=toc, raft=RaftAccess(
+            state=raft.state, propose=lambda command, timeout_s: raft.propose(command, timeout_s=timeout_s),
+            wait_for_version=lambda version, timeout_s: raft.wait_for_version(version, timeout_s=timeout_s),
+            subscribe=raft.subscribe, is_leader=raft.is_leader))
         self._tasks.append(asyncio.create_task(self._register(), name="qcluster-register-node"))
         self._tasks.append(asyncio.create_task(self._watch_liveness(), name="qcluster-liveness"))
+        return catalog
 
     async def _watch_liveness(self) -> None:
         """On the leader: mark a member dead after ``dead_after_s`` without a
@@ -160,6 +170,7 @@ class _ClusterMember:
             if result.is_accepted or (result.code is ResultCode.ALREADY_EXISTS and known is not None
                                       and known.p2p_address == self.p2p_address):
                 _log.info("cluster member registered", extra={"node_id": self.node_id, "p2p": self.p2p_address})
+                await self.runtime.on_registered()
                 return
             _log.error("cannot register this node in the cluster",
                        extra={"node_id": self.node_id, "p2p": self.p2p_address, "reason": result.message})
@@ -193,6 +204,7 @@ class _ClusterMember:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.runtime.close()
         await self.raft.close(timeout_s=_RAFT_CLOSE_TIMEOUT_S)
 
 
@@ -258,21 +270,32 @@ async def run_node(settings: Settings) -> int:
     exit_code = 0
     grpc_server = None
     member: _ClusterMember | None = None
+    runtime = None
+    if settings.cluster.is_enabled:
+        from qcluster.distributed.runtime import ClusterRuntime  # noqa: PLC0415 - cluster mode only
+
+        cluster = settings.cluster
+        assert cluster.node_id is not None and cluster.secret is not None
+        runtime = ClusterRuntime(node_id=cluster.node_id, secret=cluster.secret,
+                                 write_timeout_s=cluster.write_timeout_s,
+                                 internal_deadline_s=cluster.internal_deadline_s,
+                                 replica_grace_s=cluster.replica_grace_s)
     try:
         try:
             await site.start()
-            grpc_server, grpc_port = await start_grpc_server(state, host=settings.service.host,
-                                                             port=settings.service.grpc_port)
+            grpc_server, grpc_port = await start_grpc_server(
+                state, host=settings.service.host, port=settings.service.grpc_port,
+                internal_services=None if runtime is None else runtime.add_services)
         except OSError as exc:
             _log.error("cannot listen", extra={"host": settings.service.host, "error": str(exc)})
             return 1
         _log.info("listening", extra={"host": settings.service.host, "http_port": settings.service.http_port,
                                       "grpc_port": grpc_port})
         if await _load_storage(state, settings, stop):
-            if settings.cluster.is_enabled:
-                member = _ClusterMember(settings)
+            if runtime is not None:
+                member = _ClusterMember(settings, runtime)
                 try:
-                    await member.start()
+                    state.toc = await member.start(state.toc)
                 except QclusterError as error:
                     _log.error("cannot start the cluster member", extra={"error": error.message})
                     member = None

@@ -160,8 +160,14 @@ CLUSTER_OPERATIONS: Final = (
 )
 
 
-def collection_cluster_info(toc: TableOfContents, *, name: str) -> dict[str, Any]:
+def collection_cluster_info(toc: TableOfContents, *, name: str, digest: bool = False) -> dict[str, Any]:
+    """Qdrant's shape. In cluster mode the collection describes its shards
+    itself (``cluster_info``), with ``digest`` adding each local replica's
+    content digest; on a single node every shard is local and Active."""
     collection = toc.collection(name)
+    describe = getattr(collection, "cluster_info", None)
+    if describe is not None:
+        return describe(digest=digest)  # type: ignore[no-any-return]
     counts = collection.shard_point_counts()
     assert len(counts) == collection.config.shard_number, (len(counts), collection.config.shard_number)
     return {

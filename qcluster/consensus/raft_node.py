@@ -365,9 +365,11 @@ class RaftNode:
         own writes: wait for the version in your command's Result).
 
         Raises ``Unavailable`` once a full dump failed to restore (see
-        ``_stale_state_error``): the state is then stale for good.
+        ``_stale_state_error``): the state is then stale for good. Safe from
+        any thread: a state is immutable and replaced atomically.
         """
-        self._running()
+        if self._syncobj is None or self._is_closed:
+            raise Unavailable("the raft node is not running")
         self._raise_if_stale()
         return self._machine.state
 

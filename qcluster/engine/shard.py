@@ -254,16 +254,21 @@ class LocalShard:
                 return ReplicaApply.GAP, self.last_seq, self.last_term
             if record.seq_no <= self.last_seq or previous_term != self.last_term:
                 return ReplicaApply.DIVERGED, self.last_seq, self.last_term
-            self._apply_under_mutex(record.operation, record.seq_no, record.term)
+            self._apply_under_mutex(record.operation, record.seq_no, record.term, is_prepared=True)
             return ReplicaApply.APPLIED, self.last_seq, self.last_term
 
-    def _apply_under_mutex(self, operation: Operation, seq_no: int | None, term: int) -> tuple[int, bytes]:
+    def _apply_under_mutex(self, operation: Operation, seq_no: int | None, term: int, *,
+                           is_prepared: bool = False) -> tuple[int, bytes]:
+        """``is_prepared``: ``operation`` is a primary's logged record, its
+        vectors already stored as they must be (normalised): they are not
+        transformed again, which could change their last bits and make this
+        replica differ from the primary. Its checks against state still run."""
         assert self.write_mutex.locked()
         if self.is_closed or self.is_failed:
             state = "failed (see the log)" if self.is_failed else "closed"
             raise ShardUnavailable(f"shard {self.directory} is {state}")
         with self.state_lock.read():
-            operation = self._prepare(operation)
+            operation = self._check_prepared(operation) if is_prepared else self._prepare(operation)
         assigned = self.last_seq + 1 if seq_no is None else seq_no
         assert assigned > self.last_seq, "seq numbers must increase"
         assert term >= self.last_term, "primary terms never decrease"
@@ -320,6 +325,16 @@ class LocalShard:
                 return operation
             case DeletePoints() | DeleteFieldIndex():
                 return operation
+
+    def _check_prepared(self, operation: Operation) -> Operation:
+        match operation:
+            case UpsertPoints():
+                return operation
+            case UpdateVectors(points=points):
+                self._require_points(points.ids)
+                return operation
+            case _:
+                return self._prepare(operation)
 
     def _require_points(self, ids: tuple[PointId, ...]) -> None:
         for point_id in ids:

@@ -36,6 +36,8 @@ RunBlocking = Callable[..., Awaitable[Any]]
 # Records sent per round when a replica reports a gap, and rounds at most.
 _CATCH_UP_BATCH: Final = 256
 _CATCH_UP_ROUNDS: Final = 64
+_NOT_FOUND_RETRIES: Final = 20
+_NOT_FOUND_PAUSE_S: Final = 0.1
 
 
 class PrimaryWriter:
@@ -47,10 +49,14 @@ class PrimaryWriter:
         self._run = run_blocking
         self._locks: dict[ShardKey, asyncio.Lock] = {}
 
+    def barrier(self, key: ShardKey) -> asyncio.Lock:
+        """The lock every write of ``key`` holds: a recovery holds it to let
+        a replica catch up with no write in flight, then join the in-sync set."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
     async def write(self, key: ShardKey, shard: LocalShard, operation: Operation) -> int:
         """Apply ``operation`` as the primary of ``key``; returns its seq_no once acknowledged."""
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self.barrier(key):
             view = self._membership.view(key)
             if view is None:
                 raise ShardUnavailable(f"shard {key.shard_id} of {key.collection!r} is not in the cluster state")
@@ -88,6 +94,12 @@ class PrimaryWriter:
     async def _deliver(self, node: int, shard: LocalShard, op: ReplicaOp, seq_no: int) -> ReplicaAck:
         """Send ``op``; if the replica lacks earlier records, send those first."""
         ack = await self._peers.replicate(node, op)
+        for _ in range(_NOT_FOUND_RETRIES):
+            if ack.outcome is not Outcome.NOT_FOUND:
+                break
+            # A new shard: that node's reconciler has not created its copy yet (milliseconds).
+            await asyncio.sleep(_NOT_FOUND_PAUSE_S)
+            ack = await self._peers.replicate(node, op)
         for _ in range(_CATCH_UP_ROUNDS):
             if ack.outcome is not Outcome.GAP:
                 return ack

@@ -10,24 +10,49 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from qcluster.engine.consistency import ContentDigest
 from qcluster.engine.shard import LocalShard
-from qcluster.errors import QclusterError
+from qcluster.errors import PreconditionFailed, QclusterError, ShardUnavailable
 from qcluster.operations import encode_operation
 from qcluster.replication.messages import Membership, Outcome, ReplicaAck, ReplicaOp, ShardKey
 
-__all__ = ["ReplicaEndpoint"]
+__all__ = ["ReplicaEndpoint", "ReplicaStatus", "SnapshotInstaller"]
 
 ShardLookup = Callable[[ShardKey], LocalShard | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    exists: bool
+    last_seq: int
+    last_term: int
+    known_term: int
+
+
+class SnapshotInstaller(Protocol):
+    """Local storage, as snapshot installation needs it."""
+
+    def staging_dir(self, key: ShardKey) -> Path:
+        """A fresh empty directory to receive a snapshot of ``key`` into."""
+        ...
+
+    def install(self, key: ShardKey, snapshot: Path) -> LocalShard:
+        """Replace the local replica of ``key`` with the checked snapshot; the new shard."""
+        ...
 
 
 class ReplicaEndpoint:
     """Blocking calls; the transport runs them in the storage executor."""
 
-    def __init__(self, *, shards: ShardLookup, membership: Membership) -> None:
+    def __init__(self, *, shards: ShardLookup, membership: Membership,
+                 installer: SnapshotInstaller | None = None) -> None:
         self._shards = shards
         self._membership = membership
+        self._installer = installer
         self._terms: dict[ShardKey, int] = {}
         self._lock = threading.Lock()
 
@@ -72,3 +97,31 @@ class ReplicaEndpoint:
         if shard is None:
             return None
         return shard.content_digest(), shard.last_seq
+
+    def status(self, key: ShardKey) -> ReplicaStatus:
+        shard = self._shards(key)
+        known = self._observe_term(key, 0)
+        if shard is None:
+            return ReplicaStatus(exists=False, last_seq=0, last_term=0, known_term=known)
+        return ReplicaStatus(exists=True, last_seq=shard.last_seq, last_term=shard.last_term, known_term=known)
+
+    def check_term(self, key: ShardKey, primary_term: int) -> None:
+        """Raise unless ``primary_term`` is at least the newest term known for ``key``."""
+        known = self._observe_term(key, primary_term)
+        if primary_term < known:
+            raise PreconditionFailed(f"primary term {primary_term} is older than {known} for shard "
+                                     f"{key.shard_id} of {key.collection!r}")
+
+    def staging_dir(self, key: ShardKey) -> Path:
+        if self._installer is None:
+            raise ShardUnavailable("this node does not install snapshots")
+        return self._installer.staging_dir(key)
+
+    def install_snapshot(self, key: ShardKey, primary_term: int, snapshot: Path) -> tuple[int, int]:
+        """Replace the local replica with ``snapshot`` (received from the
+        primary of ``primary_term``); returns its (last_seq, last_term)."""
+        if self._installer is None:
+            raise ShardUnavailable("this node does not install snapshots")
+        self.check_term(key, primary_term)
+        shard = self._installer.install(key, snapshot)
+        return shard.last_seq, shard.last_term

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import shutil
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, final
 
@@ -21,6 +23,7 @@ from qcluster.engine.merge import merge_scored
 from qcluster.engine.optimizer import plan_task
 from qcluster.engine.shard import LocalShard
 from qcluster.engine.validation import prepare_points
+from qcluster.engine.wal import fsync_directory
 from qcluster.errors import NotFound
 from qcluster.operations import (
     ClearPayload,
@@ -50,7 +53,7 @@ from qcluster.types import (
     point_id_sort_key,
 )
 
-__all__ = ["Collection"]
+__all__ = ["Collection", "merge_scroll_pages", "prepare_operation", "split_operation"]
 
 WithVector = bool | tuple[str, ...]
 
@@ -87,25 +90,84 @@ def _split_selector(selector: PointSelector, shard_number: int) -> dict[int, Poi
 class Collection:
     """Thread-safe; every method may block on disk I/O or FAISS (call it off the event loop)."""
 
-    def __init__(self, *, name: str, directory: Path, config: CollectionConfig, created_at: datetime.datetime) -> None:
+    def __init__(self, *, name: str, directory: Path, config: CollectionConfig, created_at: datetime.datetime,
+                 distributed: bool = False) -> None:
+        """A single-node collection holds every shard. A ``distributed`` one
+        (cluster mode) holds the shards whose replicas the cluster state
+        places on this node: those whose directories exist, added and
+        removed by the node's reconciler (``add_shard`` / ``remove_shard``)."""
         self.name = name
         self.directory = directory
         self.config = config
         self.created_at = created_at
-        self.shards = [
-            LocalShard.open(directory / "shards" / str(shard_id), config) for shard_id in range(config.shard_number)
-        ]
+        self.distributed = distributed
+        shards_dir = directory / "shards"
+        if distributed:
+            found = shards_dir.glob("*") if shards_dir.exists() else ()
+            shard_ids = sorted(int(path.name) for path in found if path.is_dir() and path.name.isdigit())
+        else:
+            shard_ids = list(range(config.shard_number))
+        # Shard id -> shard. Replaced as a whole (copy on write), so a reader
+        # iterating it never sees it change.
+        self.shards: dict[int, LocalShard] = {
+            shard_id: LocalShard.open(shards_dir / str(shard_id), config) for shard_id in shard_ids
+        }
         self._update_lock = threading.Lock()
 
     def close(self) -> None:
-        for shard in self.shards:
+        for shard in self.shards.values():
             shard.close()
 
     def set_config(self, config: CollectionConfig) -> None:
         """Adopt a patched config (the caller persisted it)."""
         self.config = config
-        for shard in self.shards:
+        for shard in self.shards.values():
             shard.config = config
+
+    # ------------------------------------------------- local shards (cluster mode)
+
+    def shard_dir(self, shard_id: int) -> Path:
+        return self.directory / "shards" / str(shard_id)
+
+    def local_shard(self, shard_id: int) -> LocalShard | None:
+        return self.shards.get(shard_id)
+
+    def add_shard(self, shard_id: int) -> LocalShard:
+        """Open (creating it empty if needed) the local replica of ``shard_id``."""
+        with self._update_lock:
+            shard = self.shards.get(shard_id)
+            if shard is None:
+                shard = LocalShard.open(self.shard_dir(shard_id), self.config)
+                self.shards = {**self.shards, shard_id: shard}
+            return shard
+
+    def remove_shard(self, shard_id: int) -> bool:
+        """Close and delete the local replica of ``shard_id``; False if there was none."""
+        with self._update_lock:
+            shard = self.shards.get(shard_id)
+            if shard is None:
+                return False
+            self.shards = {key: value for key, value in self.shards.items() if key != shard_id}
+            shard.close()
+            _remove_directory(shard.directory)
+            return True
+
+    def replace_shard(self, shard_id: int, install: Callable[[Path], object]) -> LocalShard:
+        """Swap the local replica of ``shard_id`` for the one ``install(shard_dir)``
+        creates (a snapshot restore into a directory that must not exist).
+        Readers that hold the old shard finish on it (or fail: it is closed)."""
+        with self._update_lock:
+            old = self.shards.get(shard_id)
+            if old is not None:
+                self.shards = {key: value for key, value in self.shards.items() if key != shard_id}
+                old.close()
+            shard_dir = self.shard_dir(shard_id)
+            if shard_dir.exists():
+                _remove_directory(shard_dir)
+            install(shard_dir)
+            shard = LocalShard.open(shard_dir, self.config)
+            self.shards = {**self.shards, shard_id: shard}
+            return shard
 
     # ------------------------------------------------------------------ writes
 
@@ -121,52 +183,17 @@ class Collection:
         )
 
     def _prepare(self, operation: Operation) -> Operation:
-        """Checks that must pass for every shard before any shard writes.
-
-        A single shard validates everything itself before logging; with
-        several, vectors are validated and point existence checked up front.
-        """
         if self.config.shard_number == 1:
-            return operation
-        match operation:
-            case UpsertPoints(points=points):
-                operation = UpsertPoints(points=prepare_points(points, config=self.config, is_upsert=True))
-            case UpdateVectors(points=points):
-                operation = UpdateVectors(points=prepare_points(points, config=self.config, is_upsert=False))
-            case _:
-                pass
-        ids = _ids_that_must_exist(operation)
-        if ids:
-            nothing = PayloadSelector(enabled=False)
-            found = {record.id for record in self.retrieve(list(ids), with_payload=nothing, with_vector=False)}
-            missing = [point_id for point_id in ids if point_id not in found]
-            if missing:
-                raise NotFound(f"No point with id {missing[0]} found")
-        return operation
+            return operation  # the shard validates everything itself before logging
+        return prepare_operation(operation, config=self.config, retrieve=self.retrieve)
 
     def _split(self, operation: Operation) -> dict[int, Operation]:
-        count = self.config.shard_number
-        match operation:
-            case UpsertPoints(points=points):
-                return {shard: UpsertPoints(points=part) for shard, part in _split_batch(points, count).items()}
-            case UpdateVectors(points=points):
-                return {shard: UpdateVectors(points=part) for shard, part in _split_batch(points, count).items()}
-            case DeletePoints(selector=selector) | SetPayload(selector=selector) | OverwritePayload(
-                selector=selector
-            ) | DeletePayload(selector=selector) | ClearPayload(selector=selector) | DeleteVectors(
-                selector=selector
-            ):
-                return {
-                    shard: dataclasses.replace(operation, selector=part)
-                    for shard, part in _split_selector(selector, count).items()
-                }
-            case CreateFieldIndex() | DeleteFieldIndex():
-                return {shard: operation for shard in range(count)}
+        return split_operation(operation, shard_number=self.config.shard_number)
 
     # ------------------------------------------------------------------- reads
 
     def info(self) -> CollectionInfo:
-        stats = [shard.stats() for shard in self.shards]
+        stats = [shard.stats() for shard in self.shards.values()]
         fields: dict[str, FieldIndexInfo] = {}
         for shard_stats in stats:
             for key, (schema, covered, violations) in shard_stats.fields.items():
@@ -191,11 +218,11 @@ class Collection:
         )
 
     def _status(self) -> CollectionStatus:
-        if any(shard.optimizer_error for shard in self.shards):
+        if any(shard.optimizer_error for shard in self.shards.values()):
             return CollectionStatus.RED
-        if any(shard.optimizer_mutex.locked() for shard in self.shards):
+        if any(shard.optimizer_mutex.locked() for shard in self.shards.values()):
             return CollectionStatus.YELLOW
-        if any(plan_task(shard) is not None for shard in self.shards):
+        if any(plan_task(shard) is not None for shard in self.shards.values()):
             return CollectionStatus.GREY
         return CollectionStatus.GREEN
 
@@ -205,7 +232,7 @@ class Collection:
     def query_batch(self, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
         for request in requests:
             self.config.vector_params(request.using, path="using")
-        per_shard = [shard.search_batch(requests) for shard in self.shards]
+        per_shard = [shard.search_batch(requests) for shard in self.shards.values()]
         return [
             merge_scored([answers[position] for answers in per_shard],
                          higher_is_better=self.config.vectors[request.using].distance.higher_is_better,
@@ -214,10 +241,11 @@ class Collection:
         ]
 
     def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector, with_vector: WithVector) -> list[Record]:
-        if len(self.shards) == 1:
-            return self.shards[0].retrieve(ids, with_payload=with_payload, with_vector=with_vector)
+        shards = list(self.shards.values())
+        if len(shards) == 1:
+            return shards[0].retrieve(ids, with_payload=with_payload, with_vector=with_vector)
         found: dict[PointId, Record] = {}
-        for shard in self.shards:
+        for shard in shards:
             for record in shard.retrieve(ids, with_payload=with_payload, with_vector=with_vector):
                 found[record.id] = record
         return [found[point_id] for point_id in dict.fromkeys(ids) if point_id in found]
@@ -237,29 +265,92 @@ class Collection:
                 filter=filter, limit=limit, offset=offset, order_by=order_by,
                 with_payload=with_payload, with_vector=with_vector,
             )
-            for shard in self.shards
+            for shard in self.shards.values()
         ]
-        if len(pages) == 1:
-            return pages[0]
-        records = [record for page, _next in pages for record in page]
-        if order_by is not None:
-            descending = order_by.direction.value == "desc"
-            records.sort(key=lambda record: (record.order_value, point_id_sort_key(record.id)), reverse=descending)
-            return records[:limit], None
-        candidates = records + [
-            Record(id=next_id, payload=None, vectors=None) for _page, next_id in pages if next_id is not None
-        ]
-        candidates.sort(key=lambda record: point_id_sort_key(record.id))
-        page = [record for record in candidates[:limit]]
-        next_offset = candidates[limit].id if len(candidates) > limit else None
-        return page, next_offset
+        return merge_scroll_pages(pages, limit=limit, order_by=order_by)
 
     def count(self, *, filter: dict[str, Any] | None, exact: bool) -> int:
-        return sum(shard.count(filter=filter) for shard in self.shards)
+        return sum(shard.count(filter=filter) for shard in self.shards.values())
 
     def shard_point_counts(self) -> list[int]:
         """Live points of each local shard, by shard id (each shard read on its own)."""
-        return [shard.count(filter=None) for shard in self.shards]
+        return [self.shards[shard_id].count(filter=None) for shard_id in sorted(self.shards)]
+
+
+def _remove_directory(path: Path) -> None:
+    """Rename out of the way, then delete: a crash leaves a dot-name that is ignored."""
+    doomed = path.with_name(f".removing-{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    path.rename(doomed)
+    fsync_directory(path.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def merge_scroll_pages(pages: list[tuple[list[Record], PointId | None]], *, limit: int,
+                       order_by: OrderBy | None) -> tuple[list[Record], PointId | None]:
+    """One scroll page from the pages of several shards (each asked for
+    ``limit`` points from the same offset): by id, the ``limit`` smallest ids
+    and the id after them; by ``order_by``, the first ``limit``."""
+    if not pages:
+        return [], None
+    if len(pages) == 1:
+        return pages[0]
+    records = [record for page, _next in pages for record in page]
+    if order_by is not None:
+        descending = order_by.direction.value == "desc"
+        records.sort(key=lambda record: (record.order_value, point_id_sort_key(record.id)), reverse=descending)
+        return records[:limit], None
+    candidates = records + [
+        Record(id=next_id, payload=None, vectors=None) for _page, next_id in pages if next_id is not None
+    ]
+    candidates.sort(key=lambda record: point_id_sort_key(record.id))
+    page = [record for record in candidates[:limit]]
+    next_offset = candidates[limit].id if len(candidates) > limit else None
+    return page, next_offset
+
+
+RetrieveIds = Callable[..., list[Record]]
+
+
+def prepare_operation(operation: Operation, *, config: CollectionConfig, retrieve: RetrieveIds) -> Operation:
+    """The checks that must pass for every shard before any shard writes:
+    vectors validated against the config, and the points an operation
+    modifies must exist (``retrieve`` looks them up across shards)."""
+    match operation:
+        case UpsertPoints(points=points):
+            operation = UpsertPoints(points=prepare_points(points, config=config, is_upsert=True))
+        case UpdateVectors(points=points):
+            operation = UpdateVectors(points=prepare_points(points, config=config, is_upsert=False))
+        case _:
+            pass
+    ids = _ids_that_must_exist(operation)
+    if ids:
+        nothing = PayloadSelector(enabled=False)
+        found = {record.id for record in retrieve(list(ids), with_payload=nothing, with_vector=False)}
+        missing = [point_id for point_id in ids if point_id not in found]
+        if missing:
+            raise NotFound(f"No point with id {missing[0]} found")
+    return operation
+
+
+def split_operation(operation: Operation, *, shard_number: int) -> dict[int, Operation]:
+    """The parts of ``operation`` for each shard it touches, by shard id."""
+    match operation:
+        case UpsertPoints(points=points):
+            return {shard: UpsertPoints(points=part) for shard, part in _split_batch(points, shard_number).items()}
+        case UpdateVectors(points=points):
+            return {shard: UpdateVectors(points=part) for shard, part in _split_batch(points, shard_number).items()}
+        case DeletePoints(selector=selector) | SetPayload(selector=selector) | OverwritePayload(
+            selector=selector
+        ) | DeletePayload(selector=selector) | ClearPayload(selector=selector) | DeleteVectors(
+            selector=selector
+        ):
+            return {
+                shard: dataclasses.replace(operation, selector=part)
+                for shard, part in _split_selector(selector, shard_number).items()
+            }
+        case CreateFieldIndex() | DeleteFieldIndex():
+            return {shard: operation for shard in range(shard_number)}
 
 
 def _ids_that_must_exist(operation: Operation) -> tuple[PointId, ...]:

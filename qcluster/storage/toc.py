@@ -103,6 +103,7 @@ class TableOfContents:
                 directory=path,
                 config=config_from_json(raw["config"]),
                 created_at=datetime.datetime.fromisoformat(raw["created_at"]),
+                distributed=bool(raw.get("distributed", False)),
             )
         aliases_path = self.data_dir / "aliases.json"
         if aliases_path.exists():
@@ -114,7 +115,7 @@ class TableOfContents:
 
     def _all_shards(self) -> list[LocalShard]:
         with self._lock:
-            return [shard for collection in self._collections.values() for shard in collection.shards]
+            return [shard for collection in self._collections.values() for shard in collection.shards.values()]
 
     def is_ready(self) -> bool:
         return self._ready
@@ -129,7 +130,9 @@ class TableOfContents:
 
     # ------------------------------------------------------------ collections
 
-    def create_collection(self, name: str, config: CollectionConfig) -> None:
+    def create_collection(self, name: str, config: CollectionConfig, *, distributed: bool = False) -> None:
+        """Create ``name`` with every shard, or (``distributed``, cluster mode)
+        with none: the reconciler adds the shards placed on this node."""
         validate_name(name, path="collection_name")
         with self._lock:
             if name in self._collections:
@@ -142,12 +145,14 @@ class TableOfContents:
             staging.mkdir()
             created_at = datetime.datetime.now(datetime.UTC)
             _write_json_atomically(
-                staging / "config.json", {"config": config_to_json(config), "created_at": created_at.isoformat()}
+                staging / "config.json", {"config": config_to_json(config), "created_at": created_at.isoformat(),
+                                          "distributed": distributed}
             )
             final_path = self._collections_dir / name
             staging.rename(final_path)
             fsync_directory(self._collections_dir)
-            self._collections[name] = Collection(name=name, directory=final_path, config=config, created_at=created_at)
+            self._collections[name] = Collection(name=name, directory=final_path, config=config,
+                                                 created_at=created_at, distributed=distributed)
 
     def delete_collection(self, name: str) -> bool:
         with self._lock:
@@ -188,7 +193,8 @@ class TableOfContents:
             config = apply_patch(collection.config, patch)
             _write_json_atomically(
                 collection.directory / "config.json",
-                {"config": config_to_json(config), "created_at": collection.created_at.isoformat()},
+                {"config": config_to_json(config), "created_at": collection.created_at.isoformat(),
+                 "distributed": collection.distributed},
             )
             collection.set_config(config)
         self._optimizer.wake()

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 import grpc
@@ -19,7 +22,8 @@ import grpc
 from qcluster.proto.internal.v1 import replication_pb2 as pb
 from qcluster.proto.internal.v1 import replication_pb2_grpc as pb_grpc
 from qcluster.replication.messages import Outcome, ReplicaAck, ReplicaOp, ShardKey
-from qcluster.replication.replica import ReplicaEndpoint
+from qcluster.errors import QclusterError
+from qcluster.replication.replica import ReplicaEndpoint, ReplicaStatus
 from qcluster.transport.pool import StubPool, peer_error
 from qcluster.transport.secret import SECRET_METADATA, require_secret, secret_metadata
 
@@ -79,6 +83,64 @@ class ReplicationServicer(pb_grpc.ReplicationServicer):
         return pb.ShardDigestReply(points_count=digest.points, content_digest=digest.digest, last_seq=last_seq)
 
 
+    async def ReplicaStatus(self, request: pb.ShardRef, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        await self._check(context)
+        status: ReplicaStatus = await self._run(self._endpoint.status, _key(request))
+        return pb.ReplicaStatusReply(exists=status.exists, last_seq=status.last_seq, last_term=status.last_term,
+                                     known_term=status.known_term)
+
+    async def InstallSnapshot(self, request_iterator: AsyncIterator[pb.SnapshotChunk],  # noqa: N802
+                              context: grpc.aio.ServicerContext) -> Any:
+        await self._check(context)
+        key: ShardKey | None = None
+        term = 0
+        staging: Path | None = None
+        handles: dict[str, Any] = {}
+        try:
+            async for chunk in request_iterator:
+                if key is None:
+                    key, term = _key(chunk.shard), chunk.primary_term
+                    await self._run(self._endpoint.check_term, key, term)
+                    staging = await self._run(self._endpoint.staging_dir, key)
+                elif _key(chunk.shard) != key or chunk.primary_term != term:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a snapshot stream names one shard and term")
+                assert staging is not None
+                handle = handles.get(chunk.file)
+                if handle is None:
+                    relative = PurePosixPath(chunk.file)
+                    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad snapshot file name {chunk.file!r}")
+                    path = staging.joinpath(*relative.parts)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    handle = handles[chunk.file] = open(path, "ab")  # noqa: SIM115 - closed below
+                await self._run(handle.write, chunk.data)
+            for handle in handles.values():
+                await self._run(_close_synced, handle)
+            handles.clear()
+            if key is None or staging is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty snapshot stream")
+            assert key is not None and staging is not None
+            last_seq, last_term = await self._run(self._endpoint.install_snapshot, key, term, staging)
+        except QclusterError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{error.code}: {error.message}")
+            raise AssertionError("context.abort raises") from error
+        finally:
+            for handle in handles.values():
+                handle.close()
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        return pb.InstallSnapshotReply(last_seq=last_seq, last_term=last_term)
+
+
+def _close_synced(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+
+
+_SNAPSHOT_CHUNK: Final = 1 << 20
+
+
 def add_replication_service(server: grpc.aio.Server, endpoint: ReplicaEndpoint, *,
                             executor: concurrent.futures.Executor, secret: str) -> None:
     pb_grpc.add_ReplicationServicer_to_server(ReplicationServicer(endpoint, executor=executor, secret=secret), server)
@@ -106,6 +168,45 @@ class GrpcPeers:
             raise peer_error(node_id, error, deadline_s=self._deadline_s) from error
         return ReplicaAck(_FROM_WIRE[reply.outcome], reply.last_seq, reply.known_term, reply.message,
                           reply.last_term)
+
+    async def replica_status(self, node_id: int, key: ShardKey) -> ReplicaStatus:
+        request = pb.ShardRef(collection=key.collection, shard_id=key.shard_id)
+        try:
+            reply = await self._pool.stub(node_id).ReplicaStatus(request, timeout=self._deadline_s,
+                                                                 metadata=self._metadata, wait_for_ready=True)
+        except grpc.aio.AioRpcError as error:
+            raise peer_error(node_id, error, deadline_s=self._deadline_s) from error
+        return ReplicaStatus(exists=reply.exists, last_seq=reply.last_seq, last_term=reply.last_term,
+                             known_term=reply.known_term)
+
+    async def install_snapshot(self, node_id: int, key: ShardKey, *, primary_term: int, snapshot: Path,
+                               deadline_s: float) -> tuple[int, int]:
+        """Stream the snapshot directory ``snapshot`` to ``node_id``; the
+        replica's (last_seq, last_term) once installed there."""
+        ref = pb.ShardRef(collection=key.collection, shard_id=key.shard_id)
+        files = sorted(path for path in snapshot.rglob("*") if path.is_file())
+        loop = asyncio.get_running_loop()
+
+        async def chunks() -> AsyncIterator[pb.SnapshotChunk]:
+            for path in files:
+                name = path.relative_to(snapshot).as_posix()
+                with open(path, "rb") as handle:
+                    first = True
+                    while True:
+                        data = await loop.run_in_executor(None, handle.read, _SNAPSHOT_CHUNK)
+                        if not data and not first:
+                            break
+                        yield pb.SnapshotChunk(shard=ref, primary_term=primary_term, file=name, data=data)
+                        first = False
+                        if not data:
+                            break
+
+        try:
+            reply = await self._pool.stub(node_id).InstallSnapshot(chunks(), timeout=deadline_s,
+                                                                   metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise peer_error(node_id, error, deadline_s=deadline_s) from error
+        return reply.last_seq, reply.last_term
 
     async def close(self) -> None:
         await self._pool.close()

@@ -153,3 +153,25 @@ def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """One node for a whole module (tests use distinct collection names)."""
     with running_node(tmp_path_factory.mktemp("shared")) as server:
         yield server
+
+
+def cluster_nodes(tmp_path: pathlib.Path, count: int, *, secret: str,
+                  extra_env: dict[str, str] | None = None) -> list[Node]:
+    """``count`` cluster-mode nodes (ids 1..count) that list each other as
+    peers; not started. Each keeps its ports and data dir across restarts."""
+    p2p_ports = [free_port() for _ in range(count)]
+    peers = ",".join(f"127.0.0.1:{port}" for port in p2p_ports)
+    return [Node(data_dir=tmp_path / f"node{index + 1}", log_path=tmp_path / f"node{index + 1}.log",
+                 extra_args=["--node-id", str(index + 1), "--p2p-port", str(p2p_ports[index]), "--peers", peers,
+                             "--cluster-secret", secret],
+                 extra_env=dict(extra_env or {}))
+            for index in range(count)]
+
+
+def stop_all(nodes: list[Node]) -> None:
+    """SIGTERM the running nodes (kill -9 the rest)."""
+    for node in nodes:
+        if node.is_running:
+            node.stop()
+        else:
+            node.kill()

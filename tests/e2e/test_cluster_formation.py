@@ -1,7 +1,7 @@
 """Cluster mode, topology: three ``qcluster serve --node-id`` processes on
 loopback form a Raft group by themselves whatever order they start in, elect
 a leader, fail over after kill -9 of the leader, and take a restarted node
-back as itself. Collections are not distributed yet (issue 4)."""
+back as itself. Distributed collections: ``test_cluster_replication.py``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient
 
-from tests.e2e.conftest import REPO_ROOT, Node, free_port
+from tests.e2e.conftest import REPO_ROOT, Node, cluster_nodes, free_port, stop_all
 
 pytestmark = pytest.mark.e2e
 
@@ -61,21 +61,11 @@ def _wait_liveness(nodes: list[Node], node_id: int, liveness: str) -> None:
 
 @pytest.fixture
 def three_nodes(tmp_path: pathlib.Path) -> Iterator[list[Node]]:
-    p2p_ports = [free_port() for _ in range(3)]
-    peers = ",".join(f"127.0.0.1:{port}" for port in p2p_ports)
-    nodes = [Node(data_dir=tmp_path / f"node{index + 1}", log_path=tmp_path / f"node{index + 1}.log",
-                  extra_args=["--node-id", str(index + 1), "--p2p-port", str(p2p_ports[index]), "--peers", peers,
-                              "--cluster-secret", SECRET],
-                  extra_env={"QCLUSTER__CLUSTER__DEAD_AFTER_S": "1"})
-             for index in range(3)]
+    nodes = cluster_nodes(tmp_path, 3, secret=SECRET, extra_env={"QCLUSTER__CLUSTER__DEAD_AFTER_S": "1"})
     try:
         yield nodes
     finally:
-        for node in nodes:
-            if node.is_running:
-                node.stop()
-            else:
-                node.kill()
+        stop_all(nodes)
 
 
 def test_three_nodes_form_fail_over_and_rejoin(three_nodes: list[Node]) -> None:

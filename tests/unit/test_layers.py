@@ -22,15 +22,18 @@ ALLOWED: dict[str, set[str]] = {
     "consensus": {"cluster"},
     "replication": {"engine"},  # talks to peers and Raft only through its Protocols
     "transport": {"replication", "proto", "engine"},
+    # cluster mode on one node: router, reconciler, recovery, controller (Raft only through callables)
+    "distributed": {"engine", "storage", "cluster", "replication", "transport"},
     "telemetry": set(),
     "api": {"engine", "storage", "cluster", "telemetry", "proto"},
     "client": {"proto"},
     "cli": {"client", "node"},
-    "node": {"engine", "storage", "cluster", "consensus", "replication", "transport", "api", "telemetry"},
+    "node": {"engine", "storage", "cluster", "consensus", "replication", "transport", "distributed", "api",
+             "telemetry"},
     "__main__": {"cli"},
 }
 # third-party modules only some layers may use
-RESTRICTED = {"pysyncobj": {"consensus"}, "aiohttp": {"api", "node", "client", "cli"}, "grpc": {"api", "node", "client", "transport", "proto", "cli"},
+RESTRICTED = {"pysyncobj": {"consensus"}, "aiohttp": {"api", "node", "client", "cli"}, "grpc": {"api", "node", "client", "transport", "proto", "cli", "distributed"},
               # Qdrant's wire definitions, converters and client: the public API and the client side only.
               "qdrant_client": {"api", "client", "cli"}}
 

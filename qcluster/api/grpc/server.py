@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import grpc
@@ -17,9 +18,13 @@ __all__ = ["start_grpc_server"]
 _MIN_PING_INTERVAL_MS: Final = 10_000
 
 
-async def start_grpc_server(state: NodeState, *, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+async def start_grpc_server(state: NodeState, *, host: str, port: int,
+                            internal_services: Callable[[grpc.aio.Server], None] | None = None,
+                            ) -> tuple[grpc.aio.Server, int]:
     """Start serving on ``host:port`` (0: any free port); returns the server
-    and the bound port. Messages are bounded like REST bodies."""
+    and the bound port. Messages are bounded like REST bodies.
+    ``internal_services`` registers cluster mode's node-to-node services
+    (which check the cluster secret themselves) on the same server."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", state.body_bytes_max),
         ("grpc.max_send_message_length", state.body_bytes_max),
@@ -29,6 +34,8 @@ async def start_grpc_server(state: NodeState, *, host: str, port: int) -> tuple[
     dispatcher = Dispatcher(state)
     add_services(server, dispatcher)
     add_dense_service(server, dispatcher)
+    if internal_services is not None:
+        internal_services(server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:  # grpcio's "Failed to bind to address"

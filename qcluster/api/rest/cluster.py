@@ -1,6 +1,6 @@
 """Cluster endpoints. ``GET /cluster`` reports the node's Raft member in
-cluster mode; the per-collection endpoints still answer in the single-node
-form (shards are not distributed yet). What each does is in
+cluster mode; the per-collection endpoints describe the collection's shards
+(every shard local and Active on a single node). What each does is in
 ``qcluster.api.actions``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from qcluster.api import actions
-from qcluster.api.rest._request import run_storage, run_with_body, state_of, timeout_param
+from qcluster.api.rest._request import bool_query_param, run_storage, run_with_body, state_of, timeout_param
 from qcluster.api.rest._route import Route
 from qcluster.api.schema.parse import check_collection_name
 
@@ -29,7 +29,8 @@ async def cluster_status(request: web.Request) -> Any:
 
 
 async def collection_cluster_info(request: web.Request) -> Any:
-    return await run_storage(request, actions.collection_cluster_info, name=_name(request))
+    return await run_storage(request, actions.collection_cluster_info, name=_name(request),
+                             digest=bool_query_param(request, "digest", default=False))
 
 
 async def update_collection_cluster(request: web.Request) -> Any:
@@ -44,7 +45,9 @@ ROUTES = (
     Route("GET", "/cluster", cluster_status, "cluster_status", "Cluster status: Raft members and leader (disabled on a single node)",
           result_schema="ClusterStatus"),
     Route("GET", f"{_C}/cluster", collection_cluster_info, "collection_cluster_info",
-          "Shards of a collection and their point counts", result_schema="CollectionClusterInfo"),
+          "Shards of a collection: local and remote replicas with their states; in cluster mode also the "
+          "primary, its term and the in-sync set (``digest=true``: each local replica's content digest)",
+          result_schema="CollectionClusterInfo", query_params=("digest",)),
     Route("POST", f"{_C}/cluster", update_collection_cluster, "update_collection_cluster",
           "Move, replicate or drop shards (409: cluster mode is not enabled)",
           request_schema="ClusterOperations", result_schema="Bool", query_params=("timeout",)),

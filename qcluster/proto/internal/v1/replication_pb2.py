@@ -24,27 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,qcluster/proto/internal/v1/replication.proto\x12\x1aqcluster.proto.internal.v1\"0\n\x08ShardRef\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\r\"\x8d\x01\n\x10ReplicateRequest\x12\x33\n\x05shard\x18\x01 \x01(\x0b\x32$.qcluster.proto.internal.v1.ShardRef\x12\x14\n\x0cprimary_term\x18\x02 \x01(\x04\x12\x11\n\toperation\x18\x04 \x01(\x0c\x12\x15\n\rprevious_term\x18\x05 \x01(\x04J\x04\x08\x03\x10\x04\"\x8a\x02\n\x0eReplicateReply\x12\x43\n\x07outcome\x18\x01 \x01(\x0e\x32\x32.qcluster.proto.internal.v1.ReplicateReply.Outcome\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x12\n\nknown_term\x18\x03 \x01(\x04\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tlast_term\x18\x05 \x01(\x04\"i\n\x07Outcome\x12\x0b\n\x07\x41PPLIED\x10\x00\x12\r\n\tDUPLICATE\x10\x01\x12\x07\n\x03GAP\x10\x02\x12\x0e\n\nSTALE_TERM\x10\x03\x12\r\n\tNOT_FOUND\x10\x04\x12\x0c\n\x08REJECTED\x10\x05\x12\x0c\n\x08\x44IVERGED\x10\x06\"o\n\x16\x46\x65tchOperationsRequest\x12\x33\n\x05shard\x18\x01 \x01(\x0b\x32$.qcluster.proto.internal.v1.ShardRef\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"T\n\x14\x46\x65tchOperationsReply\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x12\n\noperations\x18\x02 \x03(\x0c\x12\x15\n\rprevious_term\x18\x03 \x01(\x04\"R\n\x10ShardDigestReply\x12\x14\n\x0cpoints_count\x18\x01 \x01(\x04\x12\x16\n\x0e\x63ontent_digest\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x32\xd0\x02\n\x0bReplication\x12\x65\n\tReplicate\x12,.qcluster.proto.internal.v1.ReplicateRequest\x1a*.qcluster.proto.internal.v1.ReplicateReply\x12w\n\x0f\x46\x65tchOperations\x12\x32.qcluster.proto.internal.v1.FetchOperationsRequest\x1a\x30.qcluster.proto.internal.v1.FetchOperationsReply\x12\x61\n\x0bShardDigest\x12$.qcluster.proto.internal.v1.ShardRef\x1a,.qcluster.proto.internal.v1.ShardDigestReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,qcluster/proto/internal/v1/replication.proto\x12\x1aqcluster.proto.internal.v1\"]\n\x12ReplicaStatusReply\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x11\n\tlast_term\x18\x03 \x01(\x04\x12\x12\n\nknown_term\x18\x04 \x01(\x04\"v\n\rSnapshotChunk\x12\x33\n\x05shard\x18\x01 \x01(\x0b\x32$.qcluster.proto.internal.v1.ShardRef\x12\x14\n\x0cprimary_term\x18\x02 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\";\n\x14InstallSnapshotReply\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\x12\x11\n\tlast_term\x18\x02 \x01(\x04\"0\n\x08ShardRef\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\r\"\x8d\x01\n\x10ReplicateRequest\x12\x33\n\x05shard\x18\x01 \x01(\x0b\x32$.qcluster.proto.internal.v1.ShardRef\x12\x14\n\x0cprimary_term\x18\x02 \x01(\x04\x12\x11\n\toperation\x18\x04 \x01(\x0c\x12\x15\n\rprevious_term\x18\x05 \x01(\x04J\x04\x08\x03\x10\x04\"\x8a\x02\n\x0eReplicateReply\x12\x43\n\x07outcome\x18\x01 \x01(\x0e\x32\x32.qcluster.proto.internal.v1.ReplicateReply.Outcome\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x12\n\nknown_term\x18\x03 \x01(\x04\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tlast_term\x18\x05 \x01(\x04\"i\n\x07Outcome\x12\x0b\n\x07\x41PPLIED\x10\x00\x12\r\n\tDUPLICATE\x10\x01\x12\x07\n\x03GAP\x10\x02\x12\x0e\n\nSTALE_TERM\x10\x03\x12\r\n\tNOT_FOUND\x10\x04\x12\x0c\n\x08REJECTED\x10\x05\x12\x0c\n\x08\x44IVERGED\x10\x06\"o\n\x16\x46\x65tchOperationsRequest\x12\x33\n\x05shard\x18\x01 \x01(\x0b\x32$.qcluster.proto.internal.v1.ShardRef\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"T\n\x14\x46\x65tchOperationsReply\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x12\n\noperations\x18\x02 \x03(\x0c\x12\x15\n\rprevious_term\x18\x03 \x01(\x04\"R\n\x10ShardDigestReply\x12\x14\n\x0cpoints_count\x18\x01 \x01(\x04\x12\x16\n\x0e\x63ontent_digest\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x32\xa9\x04\n\x0bReplication\x12\x65\n\tReplicate\x12,.qcluster.proto.internal.v1.ReplicateRequest\x1a*.qcluster.proto.internal.v1.ReplicateReply\x12w\n\x0f\x46\x65tchOperations\x12\x32.qcluster.proto.internal.v1.FetchOperationsRequest\x1a\x30.qcluster.proto.internal.v1.FetchOperationsReply\x12\x61\n\x0bShardDigest\x12$.qcluster.proto.internal.v1.ShardRef\x1a,.qcluster.proto.internal.v1.ShardDigestReply\x12\x65\n\rReplicaStatus\x12$.qcluster.proto.internal.v1.ShardRef\x1a..qcluster.proto.internal.v1.ReplicaStatusReply\x12p\n\x0fInstallSnapshot\x12).qcluster.proto.internal.v1.SnapshotChunk\x1a\x30.qcluster.proto.internal.v1.InstallSnapshotReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qcluster.proto.internal.v1.replication_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SHARDREF']._serialized_start=76
-  _globals['_SHARDREF']._serialized_end=124
-  _globals['_REPLICATEREQUEST']._serialized_start=127
-  _globals['_REPLICATEREQUEST']._serialized_end=268
-  _globals['_REPLICATEREPLY']._serialized_start=271
-  _globals['_REPLICATEREPLY']._serialized_end=537
-  _globals['_REPLICATEREPLY_OUTCOME']._serialized_start=432
-  _globals['_REPLICATEREPLY_OUTCOME']._serialized_end=537
-  _globals['_FETCHOPERATIONSREQUEST']._serialized_start=539
-  _globals['_FETCHOPERATIONSREQUEST']._serialized_end=650
-  _globals['_FETCHOPERATIONSREPLY']._serialized_start=652
-  _globals['_FETCHOPERATIONSREPLY']._serialized_end=736
-  _globals['_SHARDDIGESTREPLY']._serialized_start=738
-  _globals['_SHARDDIGESTREPLY']._serialized_end=820
-  _globals['_REPLICATION']._serialized_start=823
-  _globals['_REPLICATION']._serialized_end=1159
+  _globals['_REPLICASTATUSREPLY']._serialized_start=76
+  _globals['_REPLICASTATUSREPLY']._serialized_end=169
+  _globals['_SNAPSHOTCHUNK']._serialized_start=171
+  _globals['_SNAPSHOTCHUNK']._serialized_end=289
+  _globals['_INSTALLSNAPSHOTREPLY']._serialized_start=291
+  _globals['_INSTALLSNAPSHOTREPLY']._serialized_end=350
+  _globals['_SHARDREF']._serialized_start=352
+  _globals['_SHARDREF']._serialized_end=400
+  _globals['_REPLICATEREQUEST']._serialized_start=403
+  _globals['_REPLICATEREQUEST']._serialized_end=544
+  _globals['_REPLICATEREPLY']._serialized_start=547
+  _globals['_REPLICATEREPLY']._serialized_end=813
+  _globals['_REPLICATEREPLY_OUTCOME']._serialized_start=708
+  _globals['_REPLICATEREPLY_OUTCOME']._serialized_end=813
+  _globals['_FETCHOPERATIONSREQUEST']._serialized_start=815
+  _globals['_FETCHOPERATIONSREQUEST']._serialized_end=926
+  _globals['_FETCHOPERATIONSREPLY']._serialized_start=928
+  _globals['_FETCHOPERATIONSREPLY']._serialized_end=1012
+  _globals['_SHARDDIGESTREPLY']._serialized_start=1014
+  _globals['_SHARDDIGESTREPLY']._serialized_end=1096
+  _globals['_REPLICATION']._serialized_start=1099
+  _globals['_REPLICATION']._serialized_end=1652
 # @@protoc_insertion_point(module_scope)

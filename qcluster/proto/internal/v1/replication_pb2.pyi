@@ -7,6 +7,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReplicaStatusReply(_message.Message):
+    __slots__ = ("exists", "last_seq", "last_term", "known_term")
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_TERM_FIELD_NUMBER: _ClassVar[int]
+    exists: bool
+    last_seq: int
+    last_term: int
+    known_term: int
+    def __init__(self, exists: _Optional[bool] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., known_term: _Optional[int] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("shard", "primary_term", "file", "data")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_TERM_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardRef
+    primary_term: int
+    file: str
+    data: bytes
+    def __init__(self, shard: _Optional[_Union[ShardRef, _Mapping]] = ..., primary_term: _Optional[int] = ..., file: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class InstallSnapshotReply(_message.Message):
+    __slots__ = ("last_seq", "last_term")
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    last_seq: int
+    last_term: int
+    def __init__(self, last_seq: _Optional[int] = ..., last_term: _Optional[int] = ...) -> None: ...
+
 class ShardRef(_message.Message):
     __slots__ = ("collection", "shard_id")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]

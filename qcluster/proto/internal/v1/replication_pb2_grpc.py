@@ -49,6 +49,16 @@ class ReplicationStub:
                 request_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardRef.SerializeToString,
                 response_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardDigestReply.FromString,
                 _registered_method=True)
+        self.ReplicaStatus = channel.unary_unary(
+                '/qcluster.proto.internal.v1.Replication/ReplicaStatus',
+                request_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardRef.SerializeToString,
+                response_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ReplicaStatusReply.FromString,
+                _registered_method=True)
+        self.InstallSnapshot = channel.stream_unary(
+                '/qcluster.proto.internal.v1.Replication/InstallSnapshot',
+                request_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.InstallSnapshotReply.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -76,6 +86,23 @@ class ReplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplicaStatus(self, request, context):
+        """Primary -> replica: where the replica's log ends (recovery decides
+        between a WAL delta and a snapshot from it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallSnapshot(self, request_iterator, context):
+        """Primary -> replica: replace the replica's local copy with a snapshot of
+        the primary's (engine.snapshot files, streamed; checked file by file
+        against the snapshot's manifest before the shard is swapped).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +120,16 @@ def add_ReplicationServicer_to_server(servicer, server):
                     servicer.ShardDigest,
                     request_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardRef.FromString,
                     response_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardDigestReply.SerializeToString,
+            ),
+            'ReplicaStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaStatus,
+                    request_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardRef.FromString,
+                    response_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ReplicaStatusReply.SerializeToString,
+            ),
+            'InstallSnapshot': grpc.stream_unary_rpc_method_handler(
+                    servicer.InstallSnapshot,
+                    request_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.SnapshotChunk.FromString,
+                    response_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.InstallSnapshotReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +213,60 @@ class Replication:
             '/qcluster.proto.internal.v1.Replication/ShardDigest',
             qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardRef.SerializeToString,
             qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardDigestReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qcluster.proto.internal.v1.Replication/ReplicaStatus',
+            qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ShardRef.SerializeToString,
+            qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.ReplicaStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallSnapshot(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/qcluster.proto.internal.v1.Replication/InstallSnapshot',
+            qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.SnapshotChunk.SerializeToString,
+            qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2.InstallSnapshotReply.FromString,
             options,
             channel_credentials,
             insecure,

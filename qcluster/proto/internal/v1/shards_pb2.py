@@ -25,17 +25,21 @@ _sym_db = _symbol_database.Default()
 from qcluster.proto.internal.v1 import replication_pb2 as qcluster_dot_proto_dot_internal_dot_v1_dot_replication__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'qcluster/proto/internal/v1/shards.proto\x12\x1aqcluster.proto.internal.v1\x1a,qcluster/proto/internal/v1/replication.proto\"[\n\x12ShardSearchRequest\x12\x33\n\x05shard\x18\x01 \x01(\x0b\x32$.qcluster.proto.internal.v1.ShardRef\x12\x10\n\x08requests\x18\x02 \x01(\x0c\"#\n\x10ShardSearchReply\x12\x0f\n\x07results\x18\x01 \x01(\x0c\x32p\n\x06Shards\x12\x66\n\x06Search\x12..qcluster.proto.internal.v1.ShardSearchRequest\x1a,.qcluster.proto.internal.v1.ShardSearchReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'qcluster/proto/internal/v1/shards.proto\x12\x1aqcluster.proto.internal.v1\x1a,qcluster/proto/internal/v1/replication.proto\"N\n\tShardCall\x12\x33\n\x05shard\x18\x01 \x01(\x0b\x32$.qcluster.proto.internal.v1.ShardRef\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\"\x1e\n\x0eShardCallReply\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\"[\n\x12ShardSearchRequest\x12\x33\n\x05shard\x18\x01 \x01(\x0b\x32$.qcluster.proto.internal.v1.ShardRef\x12\x10\n\x08requests\x18\x02 \x01(\x0c\"#\n\x10ShardSearchReply\x12\x0f\n\x07results\x18\x01 \x01(\x0c\x32\xe4\x03\n\x06Shards\x12\x66\n\x06Search\x12..qcluster.proto.internal.v1.ShardSearchRequest\x1a,.qcluster.proto.internal.v1.ShardSearchReply\x12]\n\x08Retrieve\x12%.qcluster.proto.internal.v1.ShardCall\x1a*.qcluster.proto.internal.v1.ShardCallReply\x12[\n\x06Scroll\x12%.qcluster.proto.internal.v1.ShardCall\x1a*.qcluster.proto.internal.v1.ShardCallReply\x12Z\n\x05\x43ount\x12%.qcluster.proto.internal.v1.ShardCall\x1a*.qcluster.proto.internal.v1.ShardCallReply\x12Z\n\x05Write\x12%.qcluster.proto.internal.v1.ShardCall\x1a*.qcluster.proto.internal.v1.ShardCallReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qcluster.proto.internal.v1.shards_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SHARDSEARCHREQUEST']._serialized_start=117
-  _globals['_SHARDSEARCHREQUEST']._serialized_end=208
-  _globals['_SHARDSEARCHREPLY']._serialized_start=210
-  _globals['_SHARDSEARCHREPLY']._serialized_end=245
-  _globals['_SHARDS']._serialized_start=247
-  _globals['_SHARDS']._serialized_end=359
+  _globals['_SHARDCALL']._serialized_start=117
+  _globals['_SHARDCALL']._serialized_end=195
+  _globals['_SHARDCALLREPLY']._serialized_start=197
+  _globals['_SHARDCALLREPLY']._serialized_end=227
+  _globals['_SHARDSEARCHREQUEST']._serialized_start=229
+  _globals['_SHARDSEARCHREQUEST']._serialized_end=320
+  _globals['_SHARDSEARCHREPLY']._serialized_start=322
+  _globals['_SHARDSEARCHREPLY']._serialized_end=357
+  _globals['_SHARDS']._serialized_start=360
+  _globals['_SHARDS']._serialized_end=844
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,26 @@ class ShardsStub:
                 request_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardSearchRequest.SerializeToString,
                 response_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardSearchReply.FromString,
                 _registered_method=True)
+        self.Retrieve = channel.unary_unary(
+                '/qcluster.proto.internal.v1.Shards/Retrieve',
+                request_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.SerializeToString,
+                response_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.FromString,
+                _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/qcluster.proto.internal.v1.Shards/Scroll',
+                request_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.SerializeToString,
+                response_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.FromString,
+                _registered_method=True)
+        self.Count = channel.unary_unary(
+                '/qcluster.proto.internal.v1.Shards/Count',
+                request_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.SerializeToString,
+                response_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.FromString,
+                _registered_method=True)
+        self.Write = channel.unary_unary(
+                '/qcluster.proto.internal.v1.Shards/Write',
+                request_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.SerializeToString,
+                response_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.FromString,
+                _registered_method=True)
 
 
 class ShardsServicer:
@@ -52,6 +72,36 @@ class ShardsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retrieve(self, request, context):
+        """Records of the given ids held by one local replica (codec.encode_retrieve / encode_records).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scroll(self, request, context):
+        """One scroll page of one local replica (codec.encode_scroll / encode_page).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Count(self, request, context):
+        """Points of one local replica matching a filter (codec.encode_count / a msgpack integer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Write(self, request, context):
+        """Router -> primary: apply one operation (codec.encode_write) as the
+        shard's primary, replicated to its in-sync replicas before the reply
+        (a msgpack integer: the operation's seq_no).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +109,26 @@ def add_ShardsServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardSearchRequest.FromString,
                     response_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardSearchReply.SerializeToString,
+            ),
+            'Retrieve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retrieve,
+                    request_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.FromString,
+                    response_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.FromString,
+                    response_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.SerializeToString,
+            ),
+            'Count': grpc.unary_unary_rpc_method_handler(
+                    servicer.Count,
+                    request_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.FromString,
+                    response_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.SerializeToString,
+            ),
+            'Write': grpc.unary_unary_rpc_method_handler(
+                    servicer.Write,
+                    request_deserializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.FromString,
+                    response_serializer=qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +158,114 @@ class Shards:
             '/qcluster.proto.internal.v1.Shards/Search',
             qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardSearchRequest.SerializeToString,
             qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardSearchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retrieve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qcluster.proto.internal.v1.Shards/Retrieve',
+            qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.SerializeToString,
+            qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qcluster.proto.internal.v1.Shards/Scroll',
+            qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.SerializeToString,
+            qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Count(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qcluster.proto.internal.v1.Shards/Count',
+            qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.SerializeToString,
+            qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Write(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qcluster.proto.internal.v1.Shards/Write',
+            qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCall.SerializeToString,
+            qcluster_dot_proto_dot_internal_dot_v1_dot_shards__pb2.ShardCallReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,200 @@
+"""A primary brings its other replicas back in sync (docs/architecture.md §7).
+
+Every second, and on every state change, the primary of each shard looks at
+its replicas: one that is DEAD, INITIALIZING (new) or PARTIAL on a live node
+gets a recovery task, one at a time per replica:
+
+1. ``SetReplicaState`` -> PARTIAL (compare-and-set on the primary term);
+2. catch up while writes go on: ask the replica where its log ends
+   (``ReplicaStatus``); when its last record is in the primary's history
+   (same seq and term) and the primary's WAL still holds what follows, send
+   that WAL delta; otherwise cut a snapshot and stream it (``InstallSnapshot``),
+   then send the delta after the snapshot;
+3. under the shard's write barrier (no write in flight): send the last delta,
+   then ``AddToInSync``. From that commit on, every write waits for it.
+
+A replica that has a record the primary lacks (written by a deposed primary,
+never acknowledged) fails the history check and is rebuilt from a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from qcluster.cluster.commands import AddToInSync, SetReplicaState
+from qcluster.cluster.state import ClusterState, Liveness, ReplicaState
+from qcluster.distributed.local import LocalReplicas
+from qcluster.distributed.proposer import Proposer, new_request_id
+from qcluster.engine.shard import LocalShard
+from qcluster.engine.snapshot import create_snapshot
+from qcluster.errors import QclusterError, ShardUnavailable
+from qcluster.operations import encode_operation
+from qcluster.replication.messages import ReplicaOp, ShardKey
+from qcluster.replication.primary import PrimaryWriter
+from qcluster.transport.replication import GrpcPeers
+
+__all__ = ["Recovery"]
+
+_log = logging.getLogger(__name__)
+_PERIOD_S: Final = 1.0
+_DELTA_BATCH: Final = 512
+_DELTA_ROUNDS_MAX: Final = 10_000
+_SNAPSHOT_DEADLINE_S: Final = 600.0
+_RETRY_AFTER_FAILURE_S: Final = 2.0
+
+RunBlocking = Callable[..., Awaitable[Any]]
+
+
+class Recovery:
+    def __init__(self, *, node_id: int, local: LocalReplicas, proposer: Proposer, writer: PrimaryWriter,
+                 peers: GrpcPeers, run_blocking: RunBlocking) -> None:
+        self._node_id = node_id
+        self._local = local
+        self._proposer = proposer
+        self._writer = writer
+        self._peers = peers
+        self._run = run_blocking
+        self._running: dict[tuple[ShardKey, int], asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.recoveries = 0  # completed, for status and tests
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="qcluster-recovery")
+
+    def on_state(self, _state: ClusterState) -> None:
+        self._wake.set()
+
+    async def close(self) -> None:
+        tasks = [task for task in (self._task, *self._running.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=_PERIOD_S)
+            self._wake.clear()
+            self._start_needed(self._proposer.state())
+
+    def _start_needed(self, state: ClusterState) -> None:
+        for name, collection in state.collections.items():
+            for shard_id, shard in collection.shards.items():
+                if shard.primary != self._node_id:
+                    continue
+                for replica in shard.replicas:
+                    if replica.node_id == self._node_id or replica.state is ReplicaState.ACTIVE:
+                        continue
+                    node = state.nodes.get(replica.node_id)
+                    if node is None or node.liveness is not Liveness.ALIVE:
+                        continue
+                    task_key = (ShardKey(name, shard_id), replica.node_id)
+                    running = self._running.get(task_key)
+                    if running is not None and not running.done():
+                        continue
+                    self._running[task_key] = asyncio.create_task(
+                        self._recover(task_key[0], replica.node_id, shard.primary_term),
+                        name=f"qcluster-recover-{name}-{shard_id}-{replica.node_id}")
+
+    async def _recover(self, key: ShardKey, node_id: int, term: int) -> None:
+        try:
+            await self._recover_once(key, node_id, term)
+        except QclusterError as error:
+            _log.warning("recovery failed; retried", extra={"collection": key.collection, "shard_id": key.shard_id,
+                                                             "node_id": node_id, "error": error.message})
+            await asyncio.sleep(_RETRY_AFTER_FAILURE_S)
+
+    def _still_primary(self, key: ShardKey, term: int) -> bool:
+        shard = self._proposer.state().shard(key.collection, key.shard_id)
+        return shard is not None and shard.primary == self._node_id and shard.primary_term == term
+
+    async def _recover_once(self, key: ShardKey, node_id: int, term: int) -> None:
+        shard_state = self._proposer.state().shard(key.collection, key.shard_id)
+        replica = None if shard_state is None else shard_state.replica(node_id)
+        if replica is None or not self._still_primary(key, term):
+            return
+        _log.info("recovering a replica", extra={"collection": key.collection, "shard_id": key.shard_id,
+                                                 "node_id": node_id, "from_state": replica.state.value})
+        if replica.state is not ReplicaState.PARTIAL:
+            result = await self._proposer.propose(SetReplicaState(
+                request_id=new_request_id("recovery-start"), collection=key.collection, shard_id=key.shard_id,
+                node_id=node_id, state=ReplicaState.PARTIAL, expected_state=replica.state,
+                expected_primary_term=term))
+            if not result.is_accepted:
+                raise result.to_error()
+        local = self._local.lookup(key)
+        if local is None:
+            raise ShardUnavailable("the primary's local replica is gone")
+        await self._catch_up(key, node_id, term, local)
+        async with self._writer.barrier(key):
+            if not self._still_primary(key, term):
+                return
+            local = self._local.lookup(key)
+            if local is None:
+                raise ShardUnavailable("the primary's local replica is gone")
+            await self._catch_up(key, node_id, term, local)
+            result = await self._proposer.propose(AddToInSync(
+                request_id=new_request_id("recovery-done"), collection=key.collection, shard_id=key.shard_id,
+                node_id=node_id, expected_primary_term=term))
+            if not result.is_accepted:
+                raise result.to_error()
+        self.recoveries += 1
+        _log.info("replica back in sync", extra={"collection": key.collection, "shard_id": key.shard_id,
+                                                 "node_id": node_id, "last_seq": local.last_seq})
+
+    async def _catch_up(self, key: ShardKey, node_id: int, term: int, local: LocalShard) -> None:
+        """Bring the replica to the primary's current last_seq (writes may go on meanwhile)."""
+        status = await self._peers.replica_status(node_id, key)
+        if not status.exists:
+            raise ShardUnavailable(f"node {node_id} has not created its replica yet")
+        after = status.last_seq
+        if not await self._run(_history_matches, local, status.last_seq, status.last_term):
+            after = await self._send_snapshot(key, node_id, term, local)
+        for _ in range(_DELTA_ROUNDS_MAX):
+            delta = await self._run(lambda start=after: local.operations_after(start, limit=_DELTA_BATCH))
+            if delta is None:
+                after = await self._send_snapshot(key, node_id, term, local)
+                continue
+            previous_term, records = delta
+            if not records:
+                return
+            for item in records:
+                op = ReplicaOp(shard=key, primary_term=term, previous_term=previous_term,
+                               record=encode_operation(item.operation, seq_no=item.seq_no, term=item.term))
+                ack = await self._peers.replicate(node_id, op)
+                if not ack.holds_it:
+                    raise ShardUnavailable(f"node {node_id} refused seq {item.seq_no} during recovery: "
+                                           f"{ack.outcome.value} {ack.message}")
+                previous_term = item.term
+                after = item.seq_no
+        raise ShardUnavailable(f"node {node_id} did not catch up after {_DELTA_ROUNDS_MAX} rounds")
+
+    async def _send_snapshot(self, key: ShardKey, node_id: int, term: int, local: LocalShard) -> int:
+        target = self._local.snapshot_dir(key)
+        try:
+            info = await self._run(create_snapshot, local, target)
+            _log.info("sending a snapshot", extra={"collection": key.collection, "shard_id": key.shard_id,
+                                                   "node_id": node_id, "seq_no": info.seq_no,
+                                                   "files": len(info.files)})
+            last_seq, _last_term = await self._peers.install_snapshot(
+                node_id, key, primary_term=term, snapshot=target, deadline_s=_SNAPSHOT_DEADLINE_S)
+        finally:
+            await self._run(shutil.rmtree, target, True)
+        return last_seq
+
+
+def _history_matches(shard: LocalShard, seq_no: int, term: int) -> bool:
+    """Whether a replica whose log ends at (``seq_no``, ``term``) holds a
+    prefix of this shard's history that the WAL can extend."""
+    with shard.write_mutex:  # the optimizer moves the checkpoint under it
+        if seq_no > shard.last_seq or seq_no < shard.checkpoint_seq:
+            return False
+        return shard.term_at(seq_no) == term

@@ -1,0 +1,303 @@
+"""The router: every node's way to the shards of a distributed collection.
+
+Writes are split by hash slot and each part goes to its shard's primary —
+this node's ``PrimaryWriter`` when it is the primary, else the primary's
+node over the internal ``Shards/Write`` call. A part whose primary cannot be
+reached (dead, being replaced) is retried against the primary the cluster
+state names next, until the write deadline: a failover takes a few seconds
+and the client's request simply waits through it.
+
+Reads go to one readable replica per shard: ACTIVE replicas (the in-sync
+set holds every acknowledged write) on live nodes, this node's first, the
+others in turn; a replica that fails or misses its deadline is skipped for
+the next. Results merge exactly: top-k by score (offset and limit after the
+merge), scroll pages by id, counts summed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from qcluster.cluster.commands import CreateCollection, DeleteCollection
+from qcluster.cluster.placement import place_shards
+from qcluster.cluster.state import ClusterState, CollectionState, Liveness, ReplicaState, ShardingMethod, ShardState
+from qcluster.distributed.local import LocalReplicas
+from qcluster.distributed.proposer import Proposer, new_request_id
+from qcluster.distributed.reconciler import Reconciler, decode_config, encode_config
+from qcluster.engine.merge import merge_scored
+from qcluster.engine.shard import LocalShard
+from qcluster.errors import AlreadyExists, InvalidRequest, NotFound, QclusterError, ShardUnavailable
+from qcluster.operations import Operation
+from qcluster.replication.messages import ShardKey
+from qcluster.replication.primary import PrimaryWriter
+from qcluster.sharding import shard_of
+from qcluster.storage.collection import merge_scroll_pages, split_operation
+from qcluster.transport.shards import GrpcShards
+from qcluster.types import CollectionConfig, OrderBy, PayloadSelector, PointId, QueryRequest, Record, ScoredPoint
+
+__all__ = ["Router"]
+
+T = TypeVar("T")
+RunBlocking = Callable[..., Awaitable[Any]]
+
+_RETRY_PAUSE_S: Final = 0.25
+_CREATE_TIMEOUT_S: Final = 15.0
+
+
+class Router:
+    def __init__(self, *, node_id: int, local: LocalReplicas, proposer: Proposer, writer: PrimaryWriter,
+                 remote: GrpcShards, reconciler: Reconciler, run_blocking: RunBlocking,
+                 write_timeout_s: float) -> None:
+        self.node_id = node_id
+        self._local = local
+        self._proposer = proposer
+        self._writer = writer
+        self._remote = remote
+        self._reconciler = reconciler
+        self._run = run_blocking
+        self._write_timeout_s = write_timeout_s
+        self._turn = itertools.count()
+        self._configs: dict[tuple[str, bytes], CollectionConfig] = {}
+
+    # ------------------------------------------------------------ collections
+
+    def state(self) -> ClusterState:
+        return self._proposer.state()
+
+    def collection_state(self, name: str) -> CollectionState:
+        found = self.state().collections.get(name)
+        if found is None:
+            raise NotFound(f"Collection `{name}` doesn't exist!")
+        return found
+
+    def config(self, name: str) -> CollectionConfig:
+        collection = self.collection_state(name)
+        key = (name, collection.config)
+        config = self._configs.get(key)
+        if config is None:
+            config = self._configs[key] = decode_config(collection)
+        return config
+
+    async def create_collection(self, name: str, config: CollectionConfig) -> None:
+        state = self.state()
+        if name in state.collections:
+            raise AlreadyExists(f"Collection `{name}` already exists!")
+        if config.write_consistency_factor > config.replication_factor:
+            raise InvalidRequest(f"write_consistency_factor ({config.write_consistency_factor}) must not exceed "
+                                 f"replication_factor ({config.replication_factor})")
+        placement = place_shards(state, shard_count=config.shard_number,
+                                 replication_factor=config.replication_factor, seed=zlib.crc32(name.encode()))
+        result = await self._proposer.propose(CreateCollection(
+            request_id=new_request_id("create-collection"), name=name, config=encode_config(config),
+            shard_number=config.shard_number, replication_factor=config.replication_factor,
+            write_consistency_factor=config.write_consistency_factor, sharding_method=ShardingMethod.AUTO,
+            shard_keys=(), placement=placement))
+        if not result.is_accepted:
+            raise result.to_error()
+        await self._reconciler.wait_for(result.version, timeout_s=_CREATE_TIMEOUT_S)
+
+    async def delete_collection(self, name: str) -> bool:
+        if name not in self.state().collections:
+            return False
+        result = await self._proposer.propose(DeleteCollection(request_id=new_request_id("delete-collection"),
+                                                               name=name))
+        if not result.is_accepted:
+            if result.code.value == "not_found":
+                return False
+            raise result.to_error()
+        await self._reconciler.wait_for(result.version, timeout_s=_CREATE_TIMEOUT_S)
+        return True
+
+    # ----------------------------------------------------------------- writes
+
+    async def primary_write(self, key: ShardKey, operation: Operation) -> int:
+        """Apply ``operation`` as this node's primary of ``key`` (local callers and ``Shards/Write``)."""
+        shard = self._local.lookup(key)
+        if shard is None:
+            raise ShardUnavailable(f"node {self.node_id} holds no replica of shard {key.shard_id} of "
+                                   f"{key.collection!r}")
+        return await self._writer.write(key, shard, operation)
+
+    async def write(self, name: str, operation: Operation) -> int:
+        """Route every part of ``operation`` to its primary; the highest seq_no once all are acknowledged."""
+        collection = self.collection_state(name)
+        parts = split_operation(operation, shard_number=collection.shard_number)
+        seq_nos = await asyncio.gather(*(self._write_part(ShardKey(name, shard_id), part)
+                                         for shard_id, part in parts.items()))
+        return max(seq_nos, default=0)
+
+    async def _write_part(self, key: ShardKey, operation: Operation) -> int:
+        deadline = time.monotonic() + self._write_timeout_s
+        while True:
+            shard = self.state().shard(key.collection, key.shard_id)
+            if shard is None:
+                raise NotFound(f"Collection `{key.collection}` doesn't exist!")
+            try:
+                if shard.primary == self.node_id:
+                    return await self.primary_write(key, operation)
+                return await self._remote.write(shard.primary, key, operation)
+            except QclusterError as error:
+                if not error.retryable or time.monotonic() + _RETRY_PAUSE_S >= deadline:
+                    raise
+            await asyncio.sleep(_RETRY_PAUSE_S)
+
+    # ------------------------------------------------------------------ reads
+
+    def _readers(self, state: ClusterState, shard: ShardState) -> list[int]:
+        """Replicas to read ``shard`` from, in order: in sync and alive, this node first, then in turn."""
+        def alive(node_id: int) -> bool:
+            node = state.nodes.get(node_id)
+            return node is not None and node.liveness is Liveness.ALIVE
+
+        active = [replica.node_id for replica in shard.replicas if replica.state is ReplicaState.ACTIVE]
+        live = [node_id for node_id in active if alive(node_id)]
+        others = [node_id for node_id in live if node_id != self.node_id]
+        if others:
+            turn = next(self._turn) % len(others)
+            others = others[turn:] + others[:turn]
+        ordered = ([self.node_id] if self.node_id in live else []) + others
+        return ordered + [node_id for node_id in active if node_id not in live]
+
+    async def _read(self, key: ShardKey, shard: ShardState, state: ClusterState,
+                    local: Callable[[LocalShard], T], remote: Callable[[int], Awaitable[T]]) -> T:
+        failures: list[str] = []
+        for node_id in self._readers(state, shard):
+            try:
+                if node_id == self.node_id:
+                    found = self._local.lookup(key)
+                    if found is None:
+                        raise ShardUnavailable("no local replica")
+                    return await self._run(local, found)
+                return await remote(node_id)
+            except QclusterError as error:
+                if not (error.retryable or isinstance(error, ShardUnavailable)):
+                    raise
+                failures.append(f"node {node_id}: {error.message}")
+        raise ShardUnavailable(f"no replica of shard {key.shard_id} of {key.collection!r} could answer"
+                               + (f" ({'; '.join(failures)})" if failures else " (none is in sync)"))
+
+    def _shards(self, name: str) -> tuple[ClusterState, CollectionState]:
+        state = self.state()
+        collection = state.collections.get(name)
+        if collection is None:
+            raise NotFound(f"Collection `{name}` doesn't exist!")
+        return state, collection
+
+    async def search(self, name: str, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
+        state, collection = self._shards(name)
+        config = self.config(name)
+        answers = await asyncio.gather(*(
+            self._read(ShardKey(name, shard_id), shard, state,
+                       lambda local: local.search_batch(requests),
+                       lambda node_id, key=ShardKey(name, shard_id): self._remote.search(node_id, key, requests))
+            for shard_id, shard in sorted(collection.shards.items())))
+        return [
+            merge_scored([per_shard[position] for per_shard in answers],
+                         higher_is_better=config.vectors[request.using].distance.higher_is_better,
+                         offset=request.offset, limit=request.limit)
+            for position, request in enumerate(requests)
+        ]
+
+    async def retrieve(self, name: str, ids: list[PointId], *, with_payload: PayloadSelector,
+                       with_vector: bool | tuple[str, ...]) -> list[Record]:
+        state, collection = self._shards(name)
+        by_shard: dict[int, list[PointId]] = {}
+        for point_id in dict.fromkeys(ids):
+            by_shard.setdefault(shard_of(point_id, shard_number=collection.shard_number), []).append(point_id)
+
+        async def one(shard_id: int, wanted: list[PointId]) -> list[Record]:
+            key = ShardKey(name, shard_id)
+            return await self._read(
+                key, collection.shards[shard_id], state,
+                lambda local: local.retrieve(wanted, with_payload=with_payload, with_vector=with_vector),
+                lambda node_id: self._remote.retrieve(node_id, key, wanted, with_payload=with_payload,
+                                                      with_vector=with_vector))
+
+        parts = await asyncio.gather(*(one(shard_id, wanted) for shard_id, wanted in by_shard.items()))
+        found = {record.id: record for part in parts for record in part}
+        return [found[point_id] for point_id in dict.fromkeys(ids) if point_id in found]
+
+    async def scroll(self, name: str, *, filter: dict[str, Any] | None, limit: int, offset: PointId | None,
+                     order_by: OrderBy | None, with_payload: PayloadSelector,
+                     with_vector: bool | tuple[str, ...]) -> tuple[list[Record], PointId | None]:
+        state, collection = self._shards(name)
+
+        async def one(shard_id: int, shard: ShardState) -> tuple[list[Record], PointId | None]:
+            key = ShardKey(name, shard_id)
+            return await self._read(
+                key, shard, state,
+                lambda local: local.scroll(filter=filter, limit=limit, offset=offset, order_by=order_by,
+                                           with_payload=with_payload, with_vector=with_vector),
+                lambda node_id: self._remote.scroll(node_id, key, filter=filter, limit=limit, offset=offset,
+                                                    order_by=order_by, with_payload=with_payload,
+                                                    with_vector=with_vector))
+
+        pages = await asyncio.gather(*(one(shard_id, shard) for shard_id, shard in sorted(collection.shards.items())))
+        return merge_scroll_pages(list(pages), limit=limit, order_by=order_by)
+
+    async def count(self, name: str, *, filter: dict[str, Any] | None) -> int:
+        state, collection = self._shards(name)
+
+        async def one(shard_id: int, shard: ShardState) -> int:
+            key = ShardKey(name, shard_id)
+            return await self._read(key, shard, state, lambda local: local.count(filter=filter),
+                                    lambda node_id: self._remote.count(node_id, key, filter=filter))
+
+        counts = await asyncio.gather(*(one(shard_id, shard) for shard_id, shard in collection.shards.items()))
+        return sum(counts)
+
+
+    # ----------------------------------------------------------- cluster info
+
+    async def cluster_info(self, name: str, *, digest: bool) -> dict[str, Any]:
+        """Qdrant's ``GET /collections/{c}/cluster`` body from this node's view,
+        with what Qdrant does not show under ``qcluster``: per shard the
+        primary, its term and the in-sync set; per local replica its last
+        sequence number and (``digest``) its content digest."""
+        state, collection = self._shards(name)
+        local_shards: list[dict[str, Any]] = []
+        remote_shards: list[dict[str, Any]] = []
+        transfers: list[dict[str, Any]] = []
+        shards: list[dict[str, Any]] = []
+        for shard_id, shard in sorted(collection.shards.items()):
+            shards.append({"shard_id": shard_id, "primary": shard.primary, "primary_term": shard.primary_term,
+                           "in_sync": sorted(shard.in_sync),
+                           "replicas": {str(replica.node_id): replica.state.value for replica in shard.replicas}})
+            if shard.move is not None:
+                transfers.append({"shard_id": shard_id, "from": shard.move.source, "to": shard.move.target,
+                                  "sync": True, "method": "snapshot"})
+            for replica in shard.replicas:
+                shown = _QDRANT_STATES[replica.state]
+                if replica.node_id != self.node_id:
+                    remote_shards.append({"shard_id": shard_id, "peer_id": replica.node_id, "state": shown})
+                    continue
+                local = self._local.lookup(ShardKey(name, shard_id))
+                entry: dict[str, Any] = {"shard_id": shard_id, "points_count": 0, "state": shown}
+                if local is not None:
+                    extra = await self._run(_describe_local, local, digest)
+                    entry["points_count"] = extra.pop("points_count")
+                    entry["qcluster"] = extra
+                local_shards.append(entry)
+        return {"peer_id": self.node_id, "shard_count": len(collection.shards), "local_shards": local_shards,
+                "remote_shards": remote_shards, "shard_transfers": transfers,
+                "qcluster": {"replication_factor": collection.replication_factor,
+                             "write_consistency_factor": collection.write_consistency_factor,
+                             "state_version": state.version, "shards": shards}}
+
+
+_QDRANT_STATES: Final = {ReplicaState.ACTIVE: "Active", ReplicaState.DEAD: "Dead", ReplicaState.PARTIAL: "Partial",
+                         ReplicaState.INITIALIZING: "Initializing"}
+
+
+def _describe_local(shard: LocalShard, digest: bool) -> dict[str, Any]:
+    described: dict[str, Any] = {"points_count": shard.count(filter=None), "last_seq": shard.last_seq,
+                                 "last_term": shard.last_term}
+    if digest:
+        content = shard.content_digest()
+        described["content_digest"] = content.digest
+    return described
