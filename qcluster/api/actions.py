@@ -157,6 +157,7 @@ SINGLE_NODE_PEER_ID: Final = 0
 CLUSTER_OPERATIONS: Final = (
     "move_shard", "replicate_shard", "abort_transfer", "drop_replica", "create_sharding_key",
     "drop_sharding_key", "restart_transfer", "start_resharding", "abort_resharding", "replicate_points",
+    "rebalance",  # qcluster's: move replicas so that every node holds as many (cluster mode)
 )
 
 
@@ -181,8 +182,8 @@ def collection_cluster_info(toc: TableOfContents, *, name: str, digest: bool = F
 
 
 def update_cluster_setup(toc: TableOfContents, *, name: str, raw: Any) -> bool:
-    """Validate the operation, then refuse it: a single node has no peers."""
-    toc.collection(name)  # 404 first, as for every collection endpoint
+    """Validate the operation, then run it (cluster mode) or refuse it (a single node has no peers)."""
+    collection = toc.collection(name)  # 404 first, as for every collection endpoint
     if not isinstance(raw, dict):
         raise InvalidRequest(f"Format error in JSON body: expected an object at the top level, got {json_type(raw)}")
     unknown = [key for key in raw if key not in CLUSTER_OPERATIONS]
@@ -196,6 +197,10 @@ def update_cluster_setup(toc: TableOfContents, *, name: str, raw: Any) -> bool:
     operation = present[0]
     if not isinstance(raw[operation], dict):
         raise InvalidRequest(f"{operation}: expected an object, got {json_type(raw[operation])}")
+    run = getattr(collection, "cluster_operation", None)
+    if run is not None:  # cluster mode
+        run(operation, raw[operation])
+        return True
     raise PreconditionFailed(
         f"cluster mode is not enabled on this node: cannot {operation} in collection `{name}` "
         "(a single node has no peers; every shard is local and Active)"

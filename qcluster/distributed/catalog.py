@@ -15,7 +15,7 @@ import datetime
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
-from qcluster.distributed.router import Router
+from qcluster.distributed.router import Router, run_cluster_operation
 from qcluster.errors import DeadlineExceeded, NotFound, PreconditionFailed
 from qcluster.operations import Operation
 from qcluster.storage.collection import prepare_operation
@@ -146,6 +146,9 @@ class DistributedCollection:
         figures of the local replicas."""
         local = self._catalog.local.collection(self.name).info()
         return dataclasses.replace(local, points_count=self.count(filter=None, exact=True))
+
+    def cluster_operation(self, operation: str, raw: dict[str, Any]) -> None:
+        self._catalog.call(run_cluster_operation(self._router, self.name, operation, raw))
 
     def cluster_info(self, *, digest: bool = False) -> dict[str, Any]:
         return self._catalog.call(self._router.cluster_info(self.name, digest=digest))

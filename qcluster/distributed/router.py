@@ -31,7 +31,7 @@ from qcluster.distributed.proposer import Proposer, new_request_id
 from qcluster.distributed.reconciler import Reconciler, decode_config, encode_config
 from qcluster.engine.merge import merge_scored
 from qcluster.engine.shard import LocalShard
-from qcluster.errors import AlreadyExists, InvalidRequest, NotFound, QclusterError, ShardUnavailable
+from qcluster.errors import AlreadyExists, InvalidRequest, NotFound, PreconditionFailed, QclusterError, ShardUnavailable
 from qcluster.operations import Operation
 from qcluster.replication.messages import ShardKey
 from qcluster.replication.primary import PrimaryWriter
@@ -56,6 +56,7 @@ class Router:
         self.node_id = node_id
         self._local = local
         self._proposer = proposer
+        self.proposer = proposer
         self._writer = writer
         self._remote = remote
         self._reconciler = reconciler
@@ -301,3 +302,68 @@ def _describe_local(shard: LocalShard, digest: bool) -> dict[str, Any]:
         content = shard.content_digest()
         described["content_digest"] = content.digest
     return described
+
+
+# ------------------------------------------------------------ cluster operations
+
+
+def _uint(raw: dict[str, Any], key: str, *, operation: str) -> int:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequest(f"{operation}.{key}: expected an unsigned integer, got {value!r}")
+    return value
+
+
+async def run_cluster_operation(router: Router, name: str, operation: str, raw: dict[str, Any]) -> None:
+    """Qdrant's ``POST /collections/{c}/cluster`` operations, as cluster
+    commands; ``rebalance`` (qcluster's) starts the moves that even out the
+    replicas per node. Moves and new replicas are filled by the primary's
+    recovery; the controller finishes a move once its target is in sync."""
+    from qcluster.cluster.commands import (  # noqa: PLC0415 - only for these operations
+        AbortShardMove,
+        AddReplica,
+        DropReplica,
+        StartShardMove,
+    )
+    from qcluster.cluster.placement import plan_rebalance  # noqa: PLC0415
+
+    collection = router.collection_state(name)
+    commands: list[Any] = []
+    if operation == "rebalance":
+        state = router.state()
+        planned = [move for move in plan_rebalance(state, move_count_max=len(collection.shards) * 4)
+                   if move.collection == name]
+        seen: set[int] = set()
+        for move in planned:
+            if move.shard_id in seen:
+                continue  # one move per shard at a time; call rebalance again for the rest
+            seen.add(move.shard_id)
+            commands.append(StartShardMove(request_id=new_request_id("rebalance"), collection=name,
+                                           shard_id=move.shard_id, source=move.source, target=move.target))
+    else:
+        shard_id = _uint(raw, "shard_id", operation=operation)
+        shard = collection.shards.get(shard_id)
+        if shard is None:
+            raise NotFound(f"{operation}.shard_id: collection `{name}` has no shard {shard_id}")
+        term = shard.primary_term
+        match operation:
+            case "move_shard" | "abort_transfer":
+                kind = StartShardMove if operation == "move_shard" else AbortShardMove
+                commands.append(kind(request_id=new_request_id(operation), collection=name, shard_id=shard_id,
+                                     source=_uint(raw, "from_peer_id", operation=operation),
+                                     target=_uint(raw, "to_peer_id", operation=operation),
+                                     expected_primary_term=term))
+            case "replicate_shard":
+                commands.append(AddReplica(request_id=new_request_id(operation), collection=name, shard_id=shard_id,
+                                           node_id=_uint(raw, "to_peer_id", operation=operation),
+                                           expected_primary_term=term))
+            case "drop_replica":
+                commands.append(DropReplica(request_id=new_request_id(operation), collection=name, shard_id=shard_id,
+                                            node_id=_uint(raw, "peer_id", operation=operation),
+                                            expected_primary_term=term))
+            case _:
+                raise PreconditionFailed(f"{operation}: not supported in cluster mode yet")
+    for command in commands:
+        result = await router.proposer.propose(command)
+        if not result.is_accepted:
+            raise result.to_error()

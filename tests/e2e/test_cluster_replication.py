@@ -357,3 +357,86 @@ def test_lost_node_replicas_are_re_created(tmp_path: pathlib.Path) -> None:
         client.close()
     finally:
         stop_all(nodes)
+
+
+def test_fourth_node_rebalance_under_write_load(tmp_path: pathlib.Path) -> None:
+    """Four peers configured, three started: the collection lands on three.
+    The fourth starts; ``rebalance`` moves replicas onto it while a client
+    writes; nothing acknowledged is lost and every node ends with 3 replicas."""
+    nodes = cluster_nodes(tmp_path, 4, secret=SECRET, extra_env=FAST_FAILURE_ENV)
+    try:
+        _start(nodes[:3])
+        vectors = _vectors(3_000)
+        client = _client(nodes[0])
+        _create(client, vectors.shape[1])
+        _upload(client, vectors)
+        _wait_all_active(nodes[:3], replicas=2)
+        nodes[3].start()
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            view = httpx.get(f"{nodes[0].url}/cluster", timeout=5).json()["result"]["qcluster"]["nodes"]
+            if view.get("4", {}).get("liveness") == "alive":
+                break
+            time.sleep(0.1)
+        workload = _Workload(nodes, vectors, start_id=2_000_000)
+        workload.start()
+        try:
+            time.sleep(1.0)
+            for _ in range(4):  # one move per shard per call
+                response = httpx.post(f"{nodes[1].url}/collections/{COLLECTION}/cluster",
+                                      json={"rebalance": {}}, timeout=60)
+                assert response.status_code == 200, response.text
+                _wait_all_active(nodes, replicas=2)
+            time.sleep(1.0)
+        finally:
+            workload.stop()
+        info = _wait_all_active(nodes, replicas=2)
+        holders = [int(node) for shard in info["qcluster"]["shards"] for node in shard["replicas"]]
+        assert sorted(holders.count(node_id) for node_id in (1, 2, 3, 4)) == [3, 3, 3, 3], info
+        acknowledged = sorted(set(workload.acknowledged))
+        assert len(acknowledged) > 50
+        for node in nodes:
+            node_client = _client(node)
+            found = {record.id for record in node_client.retrieve(COLLECTION, ids=acknowledged, with_payload=False)}
+            assert found == set(acknowledged), f"{node.url} lost {len(set(acknowledged) - found)} acknowledged ids"
+            assert node_client.count(COLLECTION).count == len(vectors) + len(acknowledged)
+            node_client.close()
+        digests = _replica_digests(nodes)
+        assert all(len(found) == 1 for found in digests.values()), digests
+        client.close()
+    finally:
+        stop_all(nodes)
+
+
+def test_cluster_operations_validate_and_move(three_nodes: list[Node]) -> None:
+    client = _client(three_nodes[0])
+    _create(client, 8)
+    client.upsert(COLLECTION, points=[models.PointStruct(id=index, vector=[float(index % 7 + 1)] * 8)
+                                      for index in range(100)])
+    info = _wait_all_active(three_nodes, replicas=2)
+    url = f"{three_nodes[2].url}/collections/{COLLECTION}/cluster"
+    bad = httpx.post(url, json={"move_shard": {"shard_id": 99, "from_peer_id": 1, "to_peer_id": 2}}, timeout=30)
+    assert bad.status_code == 404 and "shard 99" in bad.json()["status"]["error"]
+    bad = httpx.post(url, json={"move_shard": {"shard_id": 0, "from_peer_id": "x", "to_peer_id": 2}}, timeout=30)
+    assert bad.status_code == 400 and "from_peer_id" in bad.json()["status"]["error"]
+    shard = info["qcluster"]["shards"][0]
+    holders = sorted(int(node) for node in shard["replicas"])
+    outsider = next(node_id for node_id in (1, 2, 3) if node_id not in holders)
+    # Replicate to the third node, then drop the primary's replica: the shard keeps working.
+    assert httpx.post(url, json={"replicate_shard": {"shard_id": 0, "from_peer_id": holders[0],
+                                                     "to_peer_id": outsider}}, timeout=30).status_code == 200
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        shard = _state(three_nodes[0])["shards"][0]
+        if len(shard["replicas"]) == 3 and set(shard["replicas"].values()) == {"active"}:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"replicate_shard did not complete: {shard}")
+    secondary = next(node_id for node_id in holders if node_id != shard["primary"])
+    assert httpx.post(url, json={"drop_replica": {"shard_id": 0, "peer_id": secondary}},
+                      timeout=30).status_code == 200
+    shard = _state(three_nodes[2])["shards"][0]  # the node that proposed it has applied it
+    assert str(secondary) not in shard["replicas"]
+    assert client.count(COLLECTION).count == 100
+    client.close()
