@@ -123,7 +123,9 @@ def test_cluster_mode_configuration_errors(tmp_path: pathlib.Path, arguments: li
 def test_dev_cluster_starts_and_stops_three_nodes(tmp_path: pathlib.Path) -> None:
     import signal
 
-    base = 20_000 + free_port() % 20_000  # ports base .. base + 22
+    # Ports base .. base + 22, below the ephemeral range (32768+) that the other
+    # tests' outgoing connections take their local ports from.
+    base = 20_000 + free_port() % 12_000
     process = subprocess.Popen([sys.executable, "-m", "qcluster", "dev-cluster", "--nodes", "3", "--base-port",
                                 str(base), "--data-dir", str(tmp_path / "dev")],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
