@@ -71,7 +71,7 @@ class DistributedCatalog:
         return self.call(self.router.delete_collection(name))
 
     def collection(self, name_or_alias: str) -> DistributedCollection:
-        name = dict(self.local.aliases()).get(name_or_alias, name_or_alias)
+        name = self.local.resolve(name_or_alias)
         self.router.collection_state(name)  # NotFound
         return DistributedCollection(self, name)
 
@@ -79,7 +79,7 @@ class DistributedCatalog:
         return sorted(self.router.state().collections)
 
     def exists(self, name: str) -> bool:
-        return name in self.router.state().collections or name in dict(self.local.aliases())
+        return name in self.router.state().collections or self.local.resolve(name) != name
 
     def update_collection(self, name: str, patch: CollectionPatch) -> None:
         self.router.collection_state(name)
@@ -106,10 +106,14 @@ class DistributedCollection:
         self._router = catalog.router
         self.name = name
         self.config = self._router.config(name)
+
+    @property
+    def created_at(self) -> datetime.datetime:
+        """When this node created its local part (read only by collection info)."""
         try:
-            self.created_at = catalog.local.collection(name).created_at
+            return self._catalog.local.collection(self.name).created_at
         except NotFound:
-            self.created_at = _EPOCH
+            return _EPOCH
 
     def update(self, operation: Operation, *, wait: bool) -> UpdateResult:
         # Validated for every shard before any shard writes (a shard's own checks see only its points).

@@ -39,9 +39,8 @@ _PERIOD_S: Final = 1.0
 
 
 class Controller:
-    def __init__(self, *, node_id: int, proposer: Proposer, peers: GrpcPeers,
-                 is_leader: Callable[[], bool], replica_grace_s: float) -> None:
-        self._node_id = node_id
+    def __init__(self, *, proposer: Proposer, peers: GrpcPeers, is_leader: Callable[[], bool],
+                 replica_grace_s: float) -> None:
         self._proposer = proposer
         self._peers = peers
         self._is_leader = is_leader

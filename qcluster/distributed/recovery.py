@@ -33,17 +33,14 @@ from qcluster.distributed.proposer import Proposer, new_request_id
 from qcluster.engine.shard import LocalShard
 from qcluster.engine.snapshot import create_snapshot
 from qcluster.errors import QclusterError, ShardUnavailable
-from qcluster.operations import encode_operation
-from qcluster.replication.messages import ReplicaOp, ShardKey
-from qcluster.replication.primary import PrimaryWriter
+from qcluster.replication.messages import ShardKey
+from qcluster.replication.primary import LogTruncated, PrimaryWriter
 from qcluster.transport.replication import GrpcPeers
 
 __all__ = ["Recovery"]
 
 _log = logging.getLogger(__name__)
 _PERIOD_S: Final = 1.0
-_DELTA_BATCH: Final = 512
-_DELTA_ROUNDS_MAX: Final = 10_000
 _SNAPSHOT_DEADLINE_S: Final = 600.0
 _RETRY_AFTER_FAILURE_S: Final = 2.0
 
@@ -107,9 +104,9 @@ class Recovery:
     async def _recover(self, key: ShardKey, node_id: int, term: int) -> None:
         try:
             await self._recover_once(key, node_id, term)
-        except QclusterError as error:
+        except (QclusterError, LogTruncated) as error:
             _log.warning("recovery failed; retried", extra={"collection": key.collection, "shard_id": key.shard_id,
-                                                             "node_id": node_id, "error": error.message})
+                                                             "node_id": node_id, "error": str(error)})
             await asyncio.sleep(_RETRY_AFTER_FAILURE_S)
 
     def _still_primary(self, key: ShardKey, term: int) -> bool:
@@ -158,24 +155,14 @@ class Recovery:
         after = status.last_seq
         if not await self._run(_history_matches, local, status.last_seq, status.last_term):
             after = await self._send_snapshot(key, node_id, term, local)
-        for _ in range(_DELTA_ROUNDS_MAX):
-            delta = await self._run(lambda start=after: local.operations_after(start, limit=_DELTA_BATCH))
-            if delta is None:
-                after = await self._send_snapshot(key, node_id, term, local)
-                continue
-            previous_term, records = delta
-            if not records:
-                return
-            for item in records:
-                op = ReplicaOp(shard=key, primary_term=term, previous_term=previous_term,
-                               record=encode_operation(item.operation, seq_no=item.seq_no, term=item.term))
-                ack = await self._peers.replicate(node_id, op)
-                if not ack.holds_it:
-                    raise ShardUnavailable(f"node {node_id} refused seq {item.seq_no} during recovery: "
-                                           f"{ack.outcome.value} {ack.message}")
-                previous_term = item.term
-                after = item.seq_no
-        raise ShardUnavailable(f"node {node_id} did not catch up after {_DELTA_ROUNDS_MAX} rounds")
+        try:
+            refused = await self._writer.send_log(node_id, key, local, primary_term=term, after_seq=after)
+        except LogTruncated:
+            after = await self._send_snapshot(key, node_id, term, local)
+            refused = await self._writer.send_log(node_id, key, local, primary_term=term, after_seq=after)
+        if refused is not None:
+            raise ShardUnavailable(f"node {node_id} refused a record during recovery: "
+                                   f"{refused.outcome.value} {refused.message}")
 
     async def _send_snapshot(self, key: ShardKey, node_id: int, term: int, local: LocalShard) -> int:
         target = self._local.snapshot_dir(key)

@@ -23,8 +23,15 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-from qcluster.cluster.commands import CreateCollection, DeleteCollection
-from qcluster.cluster.placement import place_shards
+from qcluster.cluster.commands import (
+    AbortShardMove,
+    AddReplica,
+    CreateCollection,
+    DeleteCollection,
+    DropReplica,
+    StartShardMove,
+)
+from qcluster.cluster.placement import place_shards, plan_rebalance
 from qcluster.cluster.state import ClusterState, CollectionState, Liveness, ReplicaState, ShardingMethod, ShardState
 from qcluster.distributed.local import LocalReplicas
 from qcluster.distributed.proposer import Proposer, new_request_id
@@ -55,7 +62,6 @@ class Router:
                  write_timeout_s: float) -> None:
         self.node_id = node_id
         self._local = local
-        self._proposer = proposer
         self.proposer = proposer
         self._writer = writer
         self._remote = remote
@@ -68,13 +74,10 @@ class Router:
     # ------------------------------------------------------------ collections
 
     def state(self) -> ClusterState:
-        return self._proposer.state()
+        return self.proposer.state()
 
     def collection_state(self, name: str) -> CollectionState:
-        found = self.state().collections.get(name)
-        if found is None:
-            raise NotFound(f"Collection `{name}` doesn't exist!")
-        return found
+        return self._shards(name)[1]
 
     def config(self, name: str) -> CollectionConfig:
         collection = self.collection_state(name)
@@ -93,7 +96,7 @@ class Router:
                                  f"replication_factor ({config.replication_factor})")
         placement = place_shards(state, shard_count=config.shard_number,
                                  replication_factor=config.replication_factor, seed=zlib.crc32(name.encode()))
-        result = await self._proposer.propose(CreateCollection(
+        result = await self.proposer.propose(CreateCollection(
             request_id=new_request_id("create-collection"), name=name, config=encode_config(config),
             shard_number=config.shard_number, replication_factor=config.replication_factor,
             write_consistency_factor=config.write_consistency_factor, sharding_method=ShardingMethod.AUTO,
@@ -105,7 +108,7 @@ class Router:
     async def delete_collection(self, name: str) -> bool:
         if name not in self.state().collections:
             return False
-        result = await self._proposer.propose(DeleteCollection(request_id=new_request_id("delete-collection"),
+        result = await self.proposer.propose(DeleteCollection(request_id=new_request_id("delete-collection"),
                                                                name=name))
         if not result.is_accepted:
             if result.code.value == "not_found":
@@ -319,14 +322,6 @@ async def run_cluster_operation(router: Router, name: str, operation: str, raw: 
     commands; ``rebalance`` (qcluster's) starts the moves that even out the
     replicas per node. Moves and new replicas are filled by the primary's
     recovery; the controller finishes a move once its target is in sync."""
-    from qcluster.cluster.commands import (  # noqa: PLC0415 - only for these operations
-        AbortShardMove,
-        AddReplica,
-        DropReplica,
-        StartShardMove,
-    )
-    from qcluster.cluster.placement import plan_rebalance  # noqa: PLC0415
-
     collection = router.collection_state(name)
     commands: list[Any] = []
     if operation == "rebalance":

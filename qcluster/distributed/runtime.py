@@ -73,6 +73,8 @@ class ClusterRuntime:
         self._membership: ClusterMembership | None = None
         self.router: Router | None = None
         self.recovery: Recovery | None = None
+        self.reconciler: Reconciler | None = None
+        self._proposer: Proposer | None = None
         self._parts: list[Any] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._closables: list[Any] = []
@@ -134,7 +136,7 @@ class ClusterRuntime:
         reconciler = Reconciler(node_id=self.node_id, toc=toc, state=raft.state, run_blocking=self._run)
         recovery = Recovery(node_id=self.node_id, local=local, proposer=proposer, writer=writer, peers=peers,
                             run_blocking=self._run)
-        controller = Controller(node_id=self.node_id, proposer=proposer, peers=peers, is_leader=raft.is_leader,
+        controller = Controller(proposer=proposer, peers=peers, is_leader=raft.is_leader,
                                 replica_grace_s=self._replica_grace_s)
         self.router = Router(node_id=self.node_id, local=local, proposer=proposer, writer=writer, remote=remote,
                              reconciler=reconciler, run_blocking=self._run, write_timeout_s=self._write_timeout_s)
@@ -154,6 +156,7 @@ class ClusterRuntime:
         replicas this node held in sync before it restarted leave the in-sync
         set, to come back through recovery (they may hold a write that was
         never acknowledged, or lack what was written while this node was down)."""
+        assert self.reconciler is not None and self._proposer is not None, "started first"
         self.reconciler.may_delete = True
         state = self._proposer.state()
         for name, collection in state.collections.items():

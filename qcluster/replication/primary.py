@@ -28,7 +28,7 @@ from qcluster.errors import QclusterError, ShardUnavailable
 from qcluster.operations import Operation, encode_operation
 from qcluster.replication.messages import Membership, Outcome, Peers, ReplicaAck, ReplicaOp, ShardKey
 
-__all__ = ["PrimaryWriter"]
+__all__ = ["LogTruncated", "PrimaryWriter"]
 
 T = TypeVar("T")
 RunBlocking = Callable[..., Awaitable[Any]]
@@ -36,6 +36,7 @@ RunBlocking = Callable[..., Awaitable[Any]]
 # Records sent per round when a replica reports a gap, and rounds at most.
 _CATCH_UP_BATCH: Final = 256
 _CATCH_UP_ROUNDS: Final = 64
+_SEND_LOG_ROUNDS_MAX: Final = 10_000
 _NOT_FOUND_RETRIES: Final = 20
 _NOT_FOUND_PAUSE_S: Final = 0.1
 
@@ -103,18 +104,42 @@ class PrimaryWriter:
         for _ in range(_CATCH_UP_ROUNDS):
             if ack.outcome is not Outcome.GAP:
                 return ack
-            delta = await self._run(lambda after=ack.last_seq: shard.operations_after(after, limit=_CATCH_UP_BATCH))
-            if delta is None:
+            try:
+                refused = await self.send_log(node, op.shard, shard, primary_term=op.primary_term,
+                                              after_seq=ack.last_seq, stop_before=seq_no)
+            except LogTruncated:
                 return ack  # no longer in the log: the replica needs a snapshot; it is fenced
-            previous_term, records = delta
-            for item in records:
-                if item.seq_no >= seq_no:
-                    break
-                missing = ReplicaOp(shard=op.shard, primary_term=op.primary_term, previous_term=previous_term,
-                                    record=encode_operation(item.operation, seq_no=item.seq_no, term=item.term))
-                caught_up = await self._peers.replicate(node, missing)
-                if not caught_up.holds_it:
-                    return caught_up  # GAP cannot happen here; DIVERGED or a failure: fenced
-                previous_term = item.term
+            if refused is not None:
+                return refused  # GAP cannot happen here; DIVERGED or a failure: fenced
             ack = await self._peers.replicate(node, op)
         return ack
+
+    async def send_log(self, node: int, key: ShardKey, shard: LocalShard, *, primary_term: int, after_seq: int,
+                       stop_before: int | None = None) -> ReplicaAck | None:
+        """Send ``node`` this primary's logged records after ``after_seq`` (up
+        to, not including, ``stop_before``; else to the end of the log), in
+        order. None once the replica holds them all; the answer of the first
+        record it did not take otherwise. Raises ``LogTruncated`` when the WAL
+        no longer holds the records after ``after_seq`` (send a snapshot)."""
+        for _ in range(_SEND_LOG_ROUNDS_MAX):
+            delta = await self._run(lambda after=after_seq: shard.operations_after(after, limit=_CATCH_UP_BATCH))
+            if delta is None:
+                raise LogTruncated(f"the log of shard {key.shard_id} of {key.collection!r} no longer holds "
+                                   f"seq {after_seq + 1}")
+            previous_term, records = delta
+            records = [item for item in records if stop_before is None or item.seq_no < stop_before]
+            if not records:
+                return None
+            for item in records:
+                op = ReplicaOp(shard=key, primary_term=primary_term, previous_term=previous_term,
+                               record=encode_operation(item.operation, seq_no=item.seq_no, term=item.term))
+                ack = await self._peers.replicate(node, op)
+                if not ack.holds_it:
+                    return ack
+                previous_term, after_seq = item.term, item.seq_no
+        raise ShardUnavailable(f"node {node} did not catch up on shard {key.shard_id} of {key.collection!r} "
+                               f"after {_SEND_LOG_ROUNDS_MAX} rounds")
+
+
+class LogTruncated(Exception):  # noqa: N818 - a condition the caller handles, not a client error
+    """The primary's WAL no longer holds the records a replica needs: it needs a snapshot."""

@@ -171,6 +171,11 @@ class TableOfContents:
                 self._save_aliases()
             return True
 
+    def resolve(self, name_or_alias: str) -> str:
+        """The collection an alias names, or the name itself."""
+        with self._lock:
+            return self._aliases.get(name_or_alias, name_or_alias)
+
     def collection(self, name_or_alias: str) -> Collection:
         with self._lock:
             name = self._aliases.get(name_or_alias, name_or_alias)
