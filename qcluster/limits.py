@@ -20,6 +20,7 @@ __all__ = [
     "PAYLOAD_BYTES_MAX",
     "POINTS_PER_REQUEST_MAX",
     "QUERY_BATCH_MAX",
+    "READ_CONSISTENCY_FACTOR_MAX",
     "REQUEST_BODY_BYTES_MAX",
     "SCROLL_LIMIT_MAX",
     "TOP_K_MAX",
@@ -50,6 +51,9 @@ SCROLL_LIMIT_MAX = 100_000
 # Search-time and build-time HNSW parameters.
 HNSW_EF_MAX = 10_000
 HNSW_M_MAX = 512
+# A read's ``consistency`` as a number of replicas (it cannot exceed a
+# shard's in-sync replicas, whose number replication_factor bounds).
+READ_CONSISTENCY_FACTOR_MAX = 100
 # Length of a collection / alias name and of a payload key path.
 COLLECTION_NAME_LENGTH_MAX = 255
 KEY_LENGTH_MAX = 1_024

@@ -31,6 +31,8 @@ __all__ = [
     "PayloadSelector",
     "PointId",
     "QueryRequest",
+    "ReadConsistency",
+    "ReadConsistencyKind",
     "Record",
     "ScoredPoint",
     "SearchParams",
@@ -273,6 +275,44 @@ class OrderBy:
     key: str
     direction: Direction = Direction.ASC
     start_from: float | None = None
+
+
+class ReadConsistencyKind(enum.StrEnum):
+    FACTOR = "factor"      # ask `factor` replicas, keep points present on all of them
+    MAJORITY = "majority"  # ask a majority of the in-sync replicas, keep points present on all of them
+    QUORUM = "quorum"      # ask every in-sync replica, keep points present on a majority of them
+    ALL = "all"            # ask every in-sync replica, keep points present on all of them
+    PRIMARY = "primary"    # qcluster's: ask the shard's primary only (read your own writes)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadConsistency:
+    """Qdrant's read ``consistency``: how many replicas of each shard answer a
+    read and how many must agree on a point. The default, ``factor 1``, asks
+    one in-sync replica."""
+
+    kind: ReadConsistencyKind = ReadConsistencyKind.FACTOR
+    factor: int = 1
+
+    @property
+    def is_default(self) -> bool:
+        return self.kind is ReadConsistencyKind.FACTOR and self.factor == 1
+
+    def plan(self, in_sync: int) -> tuple[int, int, int]:
+        """``(asked, answers needed, agreeing answers to keep a point)`` for a
+        shard with ``in_sync`` in-sync replicas."""
+        majority = in_sync // 2 + 1
+        match self.kind:
+            case ReadConsistencyKind.FACTOR:
+                return self.factor, self.factor, self.factor
+            case ReadConsistencyKind.MAJORITY:
+                return majority, majority, majority
+            case ReadConsistencyKind.QUORUM:
+                return in_sync, majority, majority
+            case ReadConsistencyKind.ALL:
+                return in_sync, in_sync, in_sync
+            case ReadConsistencyKind.PRIMARY:
+                return 1, 1, 1
 
 
 class WriteOrdering(enum.StrEnum):

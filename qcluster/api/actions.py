@@ -57,7 +57,7 @@ from qcluster.api.schema.render import (
 from qcluster.api.schema.vectors import check_dense_matrix
 from qcluster.errors import InvalidRequest, LimitExceeded, NotFound, PreconditionFailed, QclusterError
 from qcluster.operations import DeleteFieldIndex, Operation
-from qcluster.types import CollectionConfig, PayloadSelector, PointId, QueryRequest, ScoredPoint
+from qcluster.types import CollectionConfig, PayloadSelector, PointId, QueryRequest, ReadConsistency, ScoredPoint
 
 if TYPE_CHECKING:
     from qcluster.storage.collection import Collection
@@ -67,6 +67,7 @@ __all__ = [
     "CLUSTER_OPERATIONS",
     "OPERATION_PARSERS",
     "DenseResults",
+    "QueryItem",
     "batch_update",
     "collection_cluster_info",
     "collection_aliases",
@@ -250,16 +251,23 @@ def batch_update(toc: TableOfContents, *, name: str, raw: Any, wait: bool) -> li
 # ---------------------------------------------------------------- point reads
 
 
-def retrieve(toc: TableOfContents, *, name: str, raw: Any) -> list[Any]:
-    collection = toc.collection(name)
+def _reading(toc: TableOfContents, name: str, consistency: ReadConsistency | None) -> Collection:
+    """The collection ``name`` (or alias), read under ``consistency``."""
+    return toc.collection(name).reading(consistency)
+
+
+def retrieve(toc: TableOfContents, *, name: str, raw: Any,
+             consistency: ReadConsistency | None = None) -> list[Any]:
+    collection = _reading(toc, name, consistency)
     spec = parse_retrieve(raw)
     records = collection.retrieve(list(spec.ids), with_payload=spec.with_payload, with_vector=spec.with_vector)
     is_named = collection.config.is_named_vectors
     return [render_record(record, is_named=is_named) for record in records]
 
 
-def get_point(toc: TableOfContents, *, name: str, raw_id: str) -> Any:
-    collection = toc.collection(name)
+def get_point(toc: TableOfContents, *, name: str, raw_id: str,
+              consistency: ReadConsistency | None = None) -> Any:
+    collection = _reading(toc, name, consistency)
     # A path segment is a string: digits are an integer id, anything else must be a UUID.
     target = point_id(int(raw_id) if raw_id.isdigit() else raw_id, path="id")
     records = collection.retrieve([target], with_payload=PayloadSelector(enabled=True), with_vector=True)
@@ -268,8 +276,9 @@ def get_point(toc: TableOfContents, *, name: str, raw_id: str) -> Any:
     return render_record(records[0], is_named=collection.config.is_named_vectors)
 
 
-def scroll(toc: TableOfContents, *, name: str, raw: Any) -> dict[str, Any]:
-    collection = toc.collection(name)
+def scroll(toc: TableOfContents, *, name: str, raw: Any,
+           consistency: ReadConsistency | None = None) -> dict[str, Any]:
+    collection = _reading(toc, name, consistency)
     spec = parse_scroll(raw)
     records, next_offset = collection.scroll(
         filter=spec.filter, limit=spec.limit, offset=spec.offset, order_by=spec.order_by,
@@ -280,8 +289,9 @@ def scroll(toc: TableOfContents, *, name: str, raw: Any) -> dict[str, Any]:
             "next_page_offset": next_offset}
 
 
-def count(toc: TableOfContents, *, name: str, raw: Any) -> dict[str, int]:
-    collection = toc.collection(name)
+def count(toc: TableOfContents, *, name: str, raw: Any,
+          consistency: ReadConsistency | None = None) -> dict[str, int]:
+    collection = _reading(toc, name, consistency)
     spec = parse_count(raw)
     return {"count": collection.count(filter=spec.filter, exact=spec.exact)}
 
@@ -348,23 +358,26 @@ def _run_queries(collection: Collection, queries: list[ParsedQuery]) -> list[lis
     return [answer for answer in answers if answer is not None]
 
 
-def query_many(toc: TableOfContents, items: list[tuple[str, Any]]) -> list[dict[str, Any] | BaseException]:
+QueryItem = tuple[str, Any, ReadConsistency | None]
+
+
+def query_many(toc: TableOfContents, items: list[QueryItem]) -> list[dict[str, Any] | BaseException]:
     """Answer single queries from several requests together (the REST and
     gRPC query batchers call this).
 
-    ``items`` are ``(collection name, request)`` where the request is a JSON
-    body (bytes, parsed here, off the event loop) or an already JSON-shaped
-    value. Each request keeps its own errors: a bad request or an unknown
+    ``items`` are ``(collection name, request, read consistency)`` where the
+    request is a JSON body (bytes, parsed here, off the event loop) or an
+    already JSON-shaped value. Each request keeps its own errors: a bad request or an unknown
     collection fails that request only; a storage failure fails the requests
     of that collection.
     """
     outcomes: list[dict[str, Any] | BaseException | None] = [None] * len(items)
-    by_collection: dict[str, list[int]] = {}
-    for position, (name, _raw) in enumerate(items):
-        by_collection.setdefault(name, []).append(position)
-    for name, positions in by_collection.items():
+    by_collection: dict[tuple[str, ReadConsistency | None], list[int]] = {}
+    for position, (name, _raw, consistency) in enumerate(items):
+        by_collection.setdefault((name, consistency), []).append(position)
+    for (name, consistency), positions in by_collection.items():
         try:
-            collection = toc.collection(name)
+            collection = _reading(toc, name, consistency)
         except QclusterError as error:
             for position in positions:
                 outcomes[position] = error
@@ -389,21 +402,24 @@ def query_many(toc: TableOfContents, items: list[tuple[str, Any]]) -> list[dict[
     return outcomes  # type: ignore[return-value]
 
 
-def query_batch(toc: TableOfContents, *, name: str, raw: Any) -> list[dict[str, Any]]:
-    collection = toc.collection(name)
+def query_batch(toc: TableOfContents, *, name: str, raw: Any,
+                consistency: ReadConsistency | None = None) -> list[dict[str, Any]]:
+    collection = _reading(toc, name, consistency)
     parsed = parse_query_batch(raw, config=collection.config)
     return [{"points": points} for points in _run_queries(collection, parsed)]
 
 
-def search(toc: TableOfContents, *, name: str, raw: Any) -> list[Any]:
-    collection = toc.collection(name)
+def search(toc: TableOfContents, *, name: str, raw: Any,
+           consistency: ReadConsistency | None = None) -> list[Any]:
+    collection = _reading(toc, name, consistency)
     request = parse_search(raw, config=collection.config)
     is_named = collection.config.is_named_vectors
     return [render_scored_point(point, is_named=is_named) for point in collection.query(request)]
 
 
-def search_batch(toc: TableOfContents, *, name: str, raw: Any) -> list[list[Any]]:
-    collection = toc.collection(name)
+def search_batch(toc: TableOfContents, *, name: str, raw: Any,
+                 consistency: ReadConsistency | None = None) -> list[list[Any]]:
+    collection = _reading(toc, name, consistency)
     requests = parse_search_batch(raw, config=collection.config)
     is_named = collection.config.is_named_vectors
     results = collection.query_batch(requests) if requests else []

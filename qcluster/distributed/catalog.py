@@ -28,6 +28,7 @@ from qcluster.types import (
     PayloadSelector,
     PointId,
     QueryRequest,
+    ReadConsistency,
     Record,
     ScoredPoint,
 )
@@ -101,11 +102,19 @@ class DistributedCatalog:
 class DistributedCollection:
     """``storage.Collection`` in cluster mode, for one request."""
 
-    def __init__(self, catalog: DistributedCatalog, name: str) -> None:
+    def __init__(self, catalog: DistributedCatalog, name: str,
+                 consistency: ReadConsistency | None = None) -> None:
         self._catalog = catalog
         self._router = catalog.router
         self.name = name
         self.config = self._router.config(name)
+        self._consistency = consistency
+
+    def reading(self, consistency: ReadConsistency | None) -> DistributedCollection:
+        """This collection, read under ``consistency`` (Qdrant's read consistency)."""
+        if consistency is None or consistency == self._consistency:
+            return self
+        return DistributedCollection(self._catalog, self.name, consistency)
 
     @property
     def created_at(self) -> datetime.datetime:
@@ -128,22 +137,22 @@ class DistributedCollection:
     def query_batch(self, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
         for request in requests:
             self.config.vector_params(request.using, path="using")
-        return self._catalog.call(self._router.search(self.name, requests))
+        return self._catalog.call(self._router.search(self.name, requests, consistency=self._consistency))
 
     def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector,
                  with_vector: bool | tuple[str, ...]) -> list[Record]:
         return self._catalog.call(self._router.retrieve(self.name, ids, with_payload=with_payload,
-                                                        with_vector=with_vector))
+                                                        with_vector=with_vector, consistency=self._consistency))
 
     def scroll(self, *, filter: dict[str, Any] | None, limit: int, offset: PointId | None,
                order_by: OrderBy | None, with_payload: PayloadSelector,
                with_vector: bool | tuple[str, ...]) -> tuple[list[Record], PointId | None]:
         return self._catalog.call(self._router.scroll(self.name, filter=filter, limit=limit, offset=offset,
                                                       order_by=order_by, with_payload=with_payload,
-                                                      with_vector=with_vector))
+                                                      with_vector=with_vector, consistency=self._consistency))
 
     def count(self, *, filter: dict[str, Any] | None, exact: bool) -> int:
-        return self._catalog.call(self._router.count(self.name, filter=filter))
+        return self._catalog.call(self._router.count(self.name, filter=filter, consistency=self._consistency))
 
     def info(self) -> CollectionInfo:
         """This node's view: points across the cluster, index and segment

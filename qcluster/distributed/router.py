@@ -17,12 +17,14 @@ merge), scroll pages by id, counts summed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
+from qcluster import limits
 from qcluster.cluster.commands import (
     AbortShardMove,
     AddReplica,
@@ -36,6 +38,7 @@ from qcluster.cluster.state import ClusterState, CollectionState, Liveness, Repl
 from qcluster.distributed.local import LocalReplicas
 from qcluster.distributed.proposer import Proposer, new_request_id
 from qcluster.distributed.reconciler import Reconciler, decode_config, encode_config
+from qcluster.distributed.resolve import resolve_count, resolve_records, resolve_scored, resolve_scroll_page
 from qcluster.engine.merge import merge_scored
 from qcluster.engine.shard import LocalShard
 from qcluster.errors import AlreadyExists, InvalidRequest, NotFound, PreconditionFailed, QclusterError, ShardUnavailable
@@ -45,7 +48,17 @@ from qcluster.replication.primary import PrimaryWriter
 from qcluster.sharding import shard_of
 from qcluster.storage.collection import merge_scroll_pages, split_operation
 from qcluster.transport.shards import GrpcShards
-from qcluster.types import CollectionConfig, OrderBy, PayloadSelector, PointId, QueryRequest, Record, ScoredPoint
+from qcluster.types import (
+    CollectionConfig,
+    OrderBy,
+    PayloadSelector,
+    PointId,
+    QueryRequest,
+    ReadConsistency,
+    ReadConsistencyKind,
+    Record,
+    ScoredPoint,
+)
 
 __all__ = ["Router"]
 
@@ -167,23 +180,65 @@ class Router:
         ordered = ([self.node_id] if self.node_id in live else []) + others
         return ordered + [node_id for node_id in active if node_id not in live]
 
+    async def _read_one(self, node_id: int, key: ShardKey, local: Callable[[LocalShard], T],
+                        remote: Callable[[int], Awaitable[T]]) -> T:
+        if node_id == self.node_id:
+            found = self._local.lookup(key)
+            if found is None:
+                raise ShardUnavailable("no local replica")
+            return await self._run(local, found)
+        return await remote(node_id)
+
     async def _read(self, key: ShardKey, shard: ShardState, state: ClusterState,
                     local: Callable[[LocalShard], T], remote: Callable[[int], Awaitable[T]]) -> T:
         failures: list[str] = []
         for node_id in self._readers(state, shard):
             try:
-                if node_id == self.node_id:
-                    found = self._local.lookup(key)
-                    if found is None:
-                        raise ShardUnavailable("no local replica")
-                    return await self._run(local, found)
-                return await remote(node_id)
+                return await self._read_one(node_id, key, local, remote)
             except QclusterError as error:
                 if not (error.retryable or isinstance(error, ShardUnavailable)):
                     raise
                 failures.append(f"node {node_id}: {error.message}")
         raise ShardUnavailable(f"no replica of shard {key.shard_id} of {key.collection!r} could answer"
                                + (f" ({'; '.join(failures)})" if failures else " (none is in sync)"))
+
+    async def _read_agreed(self, key: ShardKey, shard: ShardState, state: ClusterState,
+                           local: Callable[[LocalShard], T], remote: Callable[[int], Awaitable[T]],
+                           consistency: ReadConsistency | None, resolve: Callable[[list[T], int], T]) -> T:
+        """One shard's answer under a read ``consistency``: ask as many
+        in-sync replicas as it says (another in turn for one that fails),
+        then keep what enough of them agree on (``resolve``)."""
+        if consistency is None or consistency.is_default:
+            return await self._read(key, shard, state, local, remote)
+        what = f"consistency {consistency.kind.value}" + (
+            f" {consistency.factor}" if consistency.kind is ReadConsistencyKind.FACTOR else "")
+        if consistency.kind is ReadConsistencyKind.PRIMARY:
+            readers = [shard.primary]
+            asked, needed, required = 1, 1, 1
+        else:
+            readers = [node_id for node_id in self._readers(state, shard)]
+            asked, needed, required = consistency.plan(len(readers))
+            if asked > len(readers):
+                raise ShardUnavailable(f"{what} asks {asked} in-sync replicas of shard {key.shard_id} of "
+                                       f"{key.collection!r}; it has {len(readers)}")
+        answers: list[T] = []
+        failures: list[str] = []
+        remaining = list(readers)
+        while len(answers) < asked and remaining:  # each reader is tried at most once
+            batch, remaining = remaining[:asked - len(answers)], remaining[asked - len(answers):]
+            results = await asyncio.gather(*(self._read_one(node_id, key, local, remote) for node_id in batch),
+                                           return_exceptions=True)
+            for node_id, result in zip(batch, results, strict=True):
+                if isinstance(result, QclusterError) and (result.retryable or isinstance(result, ShardUnavailable)):
+                    failures.append(f"node {node_id}: {result.message}")
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    answers.append(result)
+        if len(answers) < needed:
+            raise ShardUnavailable(f"{what}: {len(answers)} of the {needed} replicas of shard {key.shard_id} of "
+                                   f"{key.collection!r} it needs answered ({'; '.join(failures)})")
+        return resolve(answers, required)
 
     def _shards(self, name: str) -> tuple[ClusterState, CollectionState]:
         state = self.state()
@@ -192,23 +247,38 @@ class Router:
             raise NotFound(f"Collection `{name}` doesn't exist!")
         return state, collection
 
-    async def search(self, name: str, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
+    async def search(self, name: str, requests: list[QueryRequest], *,
+                     consistency: ReadConsistency | None = None) -> list[list[ScoredPoint]]:
         state, collection = self._shards(name)
         config = self.config(name)
+        higher = [config.vectors[request.using].distance.higher_is_better for request in requests]
+
+        def resolve(answers: list[list[list[ScoredPoint]]], required: int) -> list[list[ScoredPoint]]:
+            return [resolve_scored([answer[position] for answer in answers], required=required,
+                                   higher_is_better=higher[position]) for position in range(len(requests))]
+
+        asked = requests
+        if consistency is not None and not consistency.is_default:
+            # Replicas that disagree drop points from each other's top k:
+            # ask each for twice as many, so the agreed top k stays full
+            # unless more than k disagreeing points rank above it.
+            asked = [dataclasses.replace(request, limit=max(request.limit, min(
+                2 * request.limit + request.offset, limits.TOP_K_MAX))) for request in requests]
         answers = await asyncio.gather(*(
-            self._read(ShardKey(name, shard_id), shard, state,
-                       lambda local: local.search_batch(requests),
-                       lambda node_id, key=ShardKey(name, shard_id): self._remote.search(node_id, key, requests))
+            self._read_agreed(ShardKey(name, shard_id), shard, state,
+                              lambda local: local.search_batch(asked),
+                              lambda node_id, key=ShardKey(name, shard_id): self._remote.search(node_id, key, asked),
+                              consistency, resolve)
             for shard_id, shard in sorted(collection.shards.items())))
         return [
-            merge_scored([per_shard[position] for per_shard in answers],
-                         higher_is_better=config.vectors[request.using].distance.higher_is_better,
+            merge_scored([per_shard[position] for per_shard in answers], higher_is_better=higher[position],
                          offset=request.offset, limit=request.limit)
             for position, request in enumerate(requests)
         ]
 
     async def retrieve(self, name: str, ids: list[PointId], *, with_payload: PayloadSelector,
-                       with_vector: bool | tuple[str, ...]) -> list[Record]:
+                       with_vector: bool | tuple[str, ...],
+                       consistency: ReadConsistency | None = None) -> list[Record]:
         state, collection = self._shards(name)
         by_shard: dict[int, list[PointId]] = {}
         for point_id in dict.fromkeys(ids):
@@ -216,11 +286,12 @@ class Router:
 
         async def one(shard_id: int, wanted: list[PointId]) -> list[Record]:
             key = ShardKey(name, shard_id)
-            return await self._read(
+            return await self._read_agreed(
                 key, collection.shards[shard_id], state,
                 lambda local: local.retrieve(wanted, with_payload=with_payload, with_vector=with_vector),
                 lambda node_id: self._remote.retrieve(node_id, key, wanted, with_payload=with_payload,
-                                                      with_vector=with_vector))
+                                                      with_vector=with_vector),
+                consistency, lambda answers, required: resolve_records(answers, required=required))
 
         parts = await asyncio.gather(*(one(shard_id, wanted) for shard_id, wanted in by_shard.items()))
         found = {record.id: record for part in parts for record in part}
@@ -228,29 +299,35 @@ class Router:
 
     async def scroll(self, name: str, *, filter: dict[str, Any] | None, limit: int, offset: PointId | None,
                      order_by: OrderBy | None, with_payload: PayloadSelector,
-                     with_vector: bool | tuple[str, ...]) -> tuple[list[Record], PointId | None]:
+                     with_vector: bool | tuple[str, ...],
+                     consistency: ReadConsistency | None = None) -> tuple[list[Record], PointId | None]:
         state, collection = self._shards(name)
 
         async def one(shard_id: int, shard: ShardState) -> tuple[list[Record], PointId | None]:
             key = ShardKey(name, shard_id)
-            return await self._read(
+            return await self._read_agreed(
                 key, shard, state,
                 lambda local: local.scroll(filter=filter, limit=limit, offset=offset, order_by=order_by,
                                            with_payload=with_payload, with_vector=with_vector),
                 lambda node_id: self._remote.scroll(node_id, key, filter=filter, limit=limit, offset=offset,
                                                     order_by=order_by, with_payload=with_payload,
-                                                    with_vector=with_vector))
+                                                    with_vector=with_vector),
+                consistency, lambda pages, required: resolve_scroll_page(pages, required=required,
+                                                                         order_by=order_by))
 
         pages = await asyncio.gather(*(one(shard_id, shard) for shard_id, shard in sorted(collection.shards.items())))
         return merge_scroll_pages(list(pages), limit=limit, order_by=order_by)
 
-    async def count(self, name: str, *, filter: dict[str, Any] | None) -> int:
+    async def count(self, name: str, *, filter: dict[str, Any] | None,
+                    consistency: ReadConsistency | None = None) -> int:
         state, collection = self._shards(name)
 
         async def one(shard_id: int, shard: ShardState) -> int:
             key = ShardKey(name, shard_id)
-            return await self._read(key, shard, state, lambda local: local.count(filter=filter),
-                                    lambda node_id: self._remote.count(node_id, key, filter=filter))
+            return await self._read_agreed(key, shard, state, lambda local: local.count(filter=filter),
+                                           lambda node_id: self._remote.count(node_id, key, filter=filter),
+                                           consistency, lambda counts, required: resolve_count(counts,
+                                                                                               required=required))
 
         counts = await asyncio.gather(*(one(shard_id, shard) for shard_id, shard in collection.shards.items()))
         return sum(counts)

@@ -48,6 +48,7 @@ from qcluster.types import (
     PayloadSelector,
     PointId,
     QueryRequest,
+    ReadConsistency,
     Record,
     ScoredPoint,
     point_id_sort_key,
@@ -225,6 +226,11 @@ class Collection:
         if any(plan_task(shard) is not None for shard in self.shards.values()):
             return CollectionStatus.GREY
         return CollectionStatus.GREEN
+
+    def reading(self, consistency: ReadConsistency | None) -> Collection:
+        """Reads under a read ``consistency``: this node holds the only copy
+        of each of its shards, so every value reads the same."""
+        return self
 
     def query(self, request: QueryRequest) -> list[ScoredPoint]:
         return self.query_batch([request])[0]

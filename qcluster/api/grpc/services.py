@@ -26,9 +26,10 @@ from qcluster.api import actions
 from qcluster.api.batcher import Batcher
 from qcluster.api.grpc import convert as C
 from qcluster.api.grpc.dispatch import Dispatcher
-from qcluster.api.schema.parse import check_collection_name
+from qcluster.api.schema.parse import check_collection_name, read_consistency
 from qcluster.api.state import NodeState
 from qcluster.errors import QclusterError
+from qcluster.types import ReadConsistency
 
 if TYPE_CHECKING:
     from qcluster.storage.toc import TableOfContents
@@ -52,6 +53,14 @@ def _converted(convert: Callable[[Any], Any], message: Any) -> Any:
         return convert(message)
     except (ValueError, TypeError, KeyError, pydantic.ValidationError) as exc:
         raise C.as_invalid_request(exc) from exc
+
+
+def _consistency(request: Any) -> ReadConsistency | None:
+    """A read request's ``read_consistency`` (absent: the default)."""
+    if not request.HasField("read_consistency"):
+        return None
+    value = _converted(C.GrpcToRest.convert_read_consistency, request.read_consistency)
+    return read_consistency(getattr(value, "value", value), path="read_consistency")
 
 
 def _operation_reply(result: Any) -> pb.PointsOperationResponse:
@@ -175,12 +184,14 @@ def _update_batch(toc: TableOfContents, request: pb.UpdateBatchPoints) -> Messag
 
 
 def _retrieve(toc: TableOfContents, request: pb.GetPoints) -> Message:
-    records = actions.retrieve(toc, name=_name(request), raw=_converted(C.retrieve_request, request))
+    records = actions.retrieve(toc, name=_name(request), raw=_converted(C.retrieve_request, request),
+                               consistency=_consistency(request))
     return pb.GetResponse(result=[C.record_reply(record) for record in records])
 
 
 def _scroll(toc: TableOfContents, request: pb.ScrollPoints) -> Message:
-    page = actions.scroll(toc, name=_name(request), raw=_converted(C.scroll_request, request))
+    page = actions.scroll(toc, name=_name(request), raw=_converted(C.scroll_request, request),
+                          consistency=_consistency(request))
     reply = pb.ScrollResponse(result=[C.record_reply(record) for record in page["points"]])
     if page["next_page_offset"] is not None:
         reply.next_page_offset.CopyFrom(C.RestToGrpc.convert_extended_point_id(page["next_page_offset"]))
@@ -188,7 +199,8 @@ def _scroll(toc: TableOfContents, request: pb.ScrollPoints) -> Message:
 
 
 def _count(toc: TableOfContents, request: pb.CountPoints) -> Message:
-    counted = actions.count(toc, name=_name(request), raw=_converted(C.count_request, request))
+    counted = actions.count(toc, name=_name(request), raw=_converted(C.count_request, request),
+                            consistency=_consistency(request))
     return pb.CountResponse(result=pb.CountResult(count=counted["count"]))
 
 
@@ -197,30 +209,31 @@ def _scored(points: list[Any]) -> list[pb.ScoredPoint]:
 
 
 def _search(toc: TableOfContents, request: pb.SearchPoints) -> Message:
-    points = actions.search(toc, name=_name(request), raw=_converted(C.search_request, request))
+    points = actions.search(toc, name=_name(request), raw=_converted(C.search_request, request),
+                            consistency=_consistency(request))
     return pb.SearchResponse(result=_scored(points))
 
 
 def _search_batch(toc: TableOfContents, request: pb.SearchBatchPoints) -> Message:
     raw = {"searches": [_converted(C.search_request, search) for search in request.search_points]}
-    answers = actions.search_batch(toc, name=_name(request), raw=raw)
+    answers = actions.search_batch(toc, name=_name(request), raw=raw, consistency=_consistency(request))
     return pb.SearchBatchResponse(result=[pb.BatchResult(result=_scored(points)) for points in answers])
 
 
 def _query_batch(toc: TableOfContents, request: pb.QueryBatchPoints) -> Message:
     raw = {"searches": [_converted(C.query_request, query) for query in request.query_points]}
-    answers = actions.query_batch(toc, name=_name(request), raw=raw)
+    answers = actions.query_batch(toc, name=_name(request), raw=raw, consistency=_consistency(request))
     return pb.QueryBatchResponse(result=[pb.BatchResult(result=_scored(answer["points"])) for answer in answers])
 
 
 def _query_many(state: NodeState, items: list[pb.QueryPoints]) -> list[Message | BaseException]:
     """Single ``Query`` calls answered together (see ``Batcher``); each keeps its own errors."""
     outcomes: list[Message | BaseException | None] = [None] * len(items)
-    converted: list[tuple[str, Any]] = []
+    converted: list[actions.QueryItem] = []
     positions: list[int] = []
     for position, request in enumerate(items):
         try:
-            converted.append((_name(request), _converted(C.query_request, request)))
+            converted.append((_name(request), _converted(C.query_request, request), _consistency(request)))
             positions.append(position)
         except QclusterError as error:
             outcomes[position] = error

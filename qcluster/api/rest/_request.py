@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp import web
 
-from qcluster.api.schema.parse import check_collection_name, loads_object
+from qcluster.api.schema.parse import check_collection_name, loads_object, read_consistency
 from qcluster.api.state import NodeState
 from qcluster.errors import InvalidRequest, LimitExceeded
-from qcluster.types import WriteOrdering
+from qcluster.types import ReadConsistency, WriteOrdering
 
 if TYPE_CHECKING:
     from qcluster.storage.toc import TableOfContents
 
-__all__ = ["NodeState", "STATE_KEY", "collection_read_handler", "WriteParams", "read_body", "run_storage", "run_with_body", "write_params"]
+__all__ = ["NodeState", "STATE_KEY", "collection_read_handler", "consistency_param", "WriteParams", "read_body", "run_storage", "run_with_body", "write_params"]
 
 T = TypeVar("T")
 
@@ -123,14 +123,20 @@ def timeout_param(request: web.Request) -> int | None:
     return value
 
 
+def consistency_param(request: web.Request) -> ReadConsistency | None:
+    """``?consistency=``: Qdrant's read consistency (a replica count,
+    ``majority``, ``quorum`` or ``all``; qcluster's ``primary``)."""
+    return read_consistency(request.query.get("consistency"), path="query parameter consistency")
+
+
 def collection_read_handler(action: Callable[..., Any]) -> Callable[[web.Request], Awaitable[Any]]:
     """A handler for ``POST /collections/{collection_name}/...`` reads:
-    ``action(toc, name=..., raw=<body>)`` in the storage executor."""
+    ``action(toc, name=..., raw=<body>, consistency=...)`` in the storage executor."""
 
     async def handle(request: web.Request) -> Any:
         name = check_collection_name(request.match_info["collection_name"])
         timeout_param(request)
-        return await run_with_body(request, action, name=name)
+        return await run_with_body(request, action, name=name, consistency=consistency_param(request))
 
     return handle
 

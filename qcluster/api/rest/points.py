@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from qcluster.api import actions
-from qcluster.api.rest._request import collection_read_handler, run_storage, run_with_body, timeout_param, write_params
+from qcluster.api.rest._request import collection_read_handler, consistency_param, run_storage, run_with_body, timeout_param, write_params
 from qcluster.api.rest._route import Route
 from qcluster.api.schema.parse import check_collection_name
 
@@ -55,7 +55,8 @@ count_points = collection_read_handler(actions.count)
 async def get_point(request: web.Request) -> Any:
     name = check_collection_name(request.match_info["collection_name"])
     timeout_param(request)
-    return await run_storage(request, actions.get_point, name=name, raw_id=request.match_info["id"])
+    return await run_storage(request, actions.get_point, name=name, raw_id=request.match_info["id"],
+                             consistency=consistency_param(request))
 
 
 _P = "/collections/{collection_name}/points"

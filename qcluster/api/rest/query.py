@@ -11,7 +11,7 @@ from aiohttp import web
 
 from qcluster.api import actions
 from qcluster.api.batcher import Batcher
-from qcluster.api.rest._request import NodeState, collection_read_handler, read_body, state_of, timeout_param
+from qcluster.api.rest._request import NodeState, collection_read_handler, consistency_param, read_body, state_of, timeout_param
 from qcluster.api.rest._route import Route
 from qcluster.api.schema.parse import check_collection_name
 
@@ -26,7 +26,7 @@ _QUERY_BATCH_MAX: Final = 64
 _QUERY_BATCHES_PARALLEL: Final = 2
 
 
-def _query_many(state: NodeState, items: list[tuple[str, Any]]) -> list[dict[str, Any] | BaseException]:
+def _query_many(state: NodeState, items: list[actions.QueryItem]) -> list[dict[str, Any] | BaseException]:
     return actions.query_many(state.ready_toc(), items)
 
 
@@ -43,9 +43,10 @@ def install(app: web.Application, state: NodeState) -> None:
 async def query_points(request: web.Request) -> Any:
     name = check_collection_name(request.match_info["collection_name"])
     timeout_param(request)
+    consistency = consistency_param(request)
     state_of(request).ready_toc()
     body = await read_body(request)
-    return await request.app[_BATCHER_KEY].submit((name, body))
+    return await request.app[_BATCHER_KEY].submit((name, body, consistency))
 
 
 query_batch_points = collection_read_handler(actions.query_batch)

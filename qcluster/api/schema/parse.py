@@ -18,7 +18,7 @@ import orjson
 from qcluster import limits
 from qcluster.engine.filters import parse_filter, validate_key
 from qcluster.errors import InvalidRequest, LimitExceeded
-from qcluster.types import PayloadSelector, PointId, normalize_point_id
+from qcluster.types import PayloadSelector, PointId, ReadConsistency, ReadConsistencyKind, normalize_point_id
 
 __all__ = [
     "check_collection_name",
@@ -36,6 +36,7 @@ __all__ = [
     "payload_selector",
     "point_id",
     "point_ids",
+    "read_consistency",
     "reject_unsupported",
     "vector_selector",
 ]
@@ -264,3 +265,25 @@ def check_payload(raw: Any, *, path: str) -> dict[str, Any] | None:
             f"{path}: {size} bytes exceeds the maximum of {limits.PAYLOAD_BYTES_MAX} bytes (PAYLOAD_BYTES_MAX)"
         )
     return raw
+
+
+_CONSISTENCY_NAMES: Final = {kind.value: kind for kind in ReadConsistencyKind if kind is not ReadConsistencyKind.FACTOR}
+
+
+def read_consistency(raw: Any, *, path: str = "consistency") -> ReadConsistency | None:
+    """Qdrant's read ``consistency``: a number of replicas (``2`` or ``"2"``
+    from a query string) or ``majority`` / ``quorum`` / ``all``, and
+    qcluster's ``primary``. ``None`` when absent."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw.strip())
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if not 1 <= raw <= limits.READ_CONSISTENCY_FACTOR_MAX:
+            raise InvalidRequest(f"{path}: a replica count must be 1 to {limits.READ_CONSISTENCY_FACTOR_MAX}, "
+                                 f"got {raw}")
+        return ReadConsistency(kind=ReadConsistencyKind.FACTOR, factor=raw)
+    if isinstance(raw, str) and raw.strip().lower() in _CONSISTENCY_NAMES:
+        return ReadConsistency(kind=_CONSISTENCY_NAMES[raw.strip().lower()])
+    raise InvalidRequest(f"{path}: expected a replica count or one of {', '.join(_CONSISTENCY_NAMES)}, "
+                         f"got {raw!r}")

@@ -1,0 +1,184 @@
+"""Read ``consistency`` in cluster mode, with real processes on loopback.
+
+Replicas that agree answer alike under every consistency. To see what
+``consistency`` does when they do not, the test makes one replica drift the
+way a bug or a bit flip would: it sends that replica alone a replication
+record (an extra point) over the internal gRPC API with the cluster secret,
+as a rogue primary would. Its content digest then differs from its peers',
+and only reads that ask that replica alone see the extra point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from qcluster.operations import PointsBatch, UpsertPoints, encode_operation
+from qcluster.replication.messages import ReplicaOp, ShardKey
+from qcluster.transport.replication import GrpcPeers
+from qcluster.types import DEFAULT_VECTOR
+from tests.e2e.conftest import Node, cluster_nodes, stop_all
+from tests.e2e.test_cluster_replication import FAST_FAILURE_ENV, SECRET, _cluster_info, _start, _wait_all_active
+
+COLLECTION = "docs"  # the helpers above read this collection
+POINTS = 300
+ROGUE_ID = 1_000_000
+DIM = 32
+
+
+@pytest.fixture
+def three_nodes(tmp_path: pathlib.Path) -> Iterator[list[Node]]:
+    nodes = cluster_nodes(tmp_path, 3, secret=SECRET, extra_env=FAST_FAILURE_ENV)
+    try:
+        _start(nodes)
+        yield nodes
+    finally:
+        stop_all(nodes)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _setup(nodes: list[Node]) -> tuple[np.ndarray, dict[str, Any]]:
+    """One shard with a replica on each of the three nodes, ``POINTS`` points."""
+    rng = np.random.default_rng(7)
+    vectors = _unit(rng.standard_normal((POINTS, DIM)))
+    client = QdrantClient(url=nodes[0].url, timeout=60, check_compatibility=False)
+    client.create_collection(COLLECTION, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+                             shard_number=1, replication_factor=3)
+    client.upsert(COLLECTION, wait=True, points=models.Batch(ids=list(range(POINTS)), vectors=vectors.tolist(),
+                                                             payloads=[{"n": i} for i in range(POINTS)]))
+    return vectors, _wait_all_active(nodes, replicas=3)
+
+
+def _drift(nodes: list[Node], node_id: int, vector: np.ndarray) -> None:
+    """Give node ``node_id``'s replica one point its peers do not have."""
+    info = _cluster_info(nodes[node_id - 1])
+    assert info is not None
+    local = info["local_shards"][0]["qcluster"]
+    term = info["qcluster"]["shards"][0]["primary_term"]
+    operation = UpsertPoints(points=PointsBatch(ids=(ROGUE_ID,), vectors={DEFAULT_VECTOR: vector[None, :]},
+                                                present={DEFAULT_VECTOR: None}, payloads=({"rogue": True},)))
+    record = encode_operation(operation, seq_no=local["last_seq"] + 1, term=term)
+
+    async def send() -> None:
+        peers = GrpcPeers(addresses=lambda wanted: f"127.0.0.1:{nodes[wanted - 1].grpc_port}", secret=SECRET,
+                          deadline_s=10)
+        try:
+            ack = await peers.replicate(node_id, ReplicaOp(shard=ShardKey(COLLECTION, 0), primary_term=term,
+                                                           record=record, previous_term=local["last_term"]))
+        finally:
+            await peers.close()
+        assert ack.holds_it, ack
+
+    asyncio.run(send())
+
+
+def _query(node: Node, vector: np.ndarray, consistency: Any = None, *, limit: int = 5) -> list[int]:
+    params = {} if consistency is None else {"consistency": str(consistency)}
+    response = httpx.post(f"{node.url}/collections/{COLLECTION}/points/query", params=params, timeout=30,
+                          json={"query": vector.tolist(), "limit": limit})
+    assert response.status_code == 200, response.text
+    return [point["id"] for point in response.json()["result"]["points"]]
+
+
+def _count(node: Node, consistency: Any = None) -> int:
+    params = {} if consistency is None else {"consistency": str(consistency)}
+    response = httpx.post(f"{node.url}/collections/{COLLECTION}/points/count", params=params, timeout=30,
+                          json={"exact": True})
+    assert response.status_code == 200, response.text
+    return int(response.json()["result"]["count"])
+
+
+def test_consistency_keeps_only_points_the_replicas_agree_on(three_nodes: list[Node]) -> None:
+    nodes = three_nodes
+    vectors, info = _setup(nodes)
+    primary = info["qcluster"]["shards"][0]["primary"]
+    drifted = next(node_id for node_id in (1, 2, 3) if node_id != primary)
+    reader = nodes[drifted - 1]  # reads start at the local replica: the drifted one
+    probe = _unit(np.random.default_rng(8).standard_normal(DIM))  # the extra point will be exactly this
+
+    # Replicas agree: every consistency gives the default answer, through REST and gRPC.
+    expected = _query(nodes[0], probe)
+    for consistency in (1, 2, 3, "majority", "quorum", "all", "primary"):
+        assert _query(reader, probe, consistency) == expected, consistency
+    grpc_client = QdrantClient(url=reader.url, grpc_port=reader.grpc_port, prefer_grpc=True, timeout=30,
+                               check_compatibility=False)
+    for consistency in (2, models.ReadConsistencyType.ALL, models.ReadConsistencyType.QUORUM):
+        found = grpc_client.query_points(COLLECTION, query=probe.tolist(), limit=5, consistency=consistency)
+        assert [point.id for point in found.points] == expected
+
+    _drift(nodes, drifted, probe)
+    digests = {(local["points_count"], local["qcluster"]["content_digest"])
+               for node in nodes for local in (_cluster_info(node, digest=True) or {})["local_shards"]}
+    assert len(digests) == 2, "the drifted replica's digest differs from its peers'"
+
+    # Asking the drifted replica alone shows the extra point first (it is the probe itself) ...
+    assert _query(reader, probe, 1)[0] == ROGUE_ID
+    assert _count(reader) == POINTS + 1
+    # ... asking several keeps only what they agree on.
+    for consistency in (2, 3, "majority", "quorum", "all", "primary"):
+        assert _query(reader, probe, consistency) == expected, consistency
+        assert _count(reader, consistency) == POINTS, consistency
+    client = QdrantClient(url=reader.url, timeout=30, check_compatibility=False)
+    assert [record.id for record in client.retrieve(COLLECTION, [ROGUE_ID, 0])] == [ROGUE_ID, 0]
+    assert [record.id for record in client.retrieve(COLLECTION, [ROGUE_ID, 0],
+                                                    consistency=models.ReadConsistencyType.ALL)] == [0]
+    page, _next = client.scroll(COLLECTION, limit=POINTS + 10, consistency=models.ReadConsistencyType.MAJORITY)
+    assert [record.id for record in page] == list(range(POINTS))
+    # Paging by id under "all" visits every agreed point once and never the extra one.
+    seen: list[int] = []
+    offset = None
+    for _ in range(POINTS):  # bounded
+        page, offset = client.scroll(COLLECTION, limit=64, offset=offset, consistency=models.ReadConsistencyType.ALL)
+        seen += [int(record.id) for record in page]
+        if offset is None:
+            break
+    assert seen == list(range(POINTS))
+
+    # Bad values are refused, naming the parameter; more replicas than in sync is unavailable.
+    for bad in ("most", "0", "-1", "1.5"):
+        response = httpx.post(f"{reader.url}/collections/{COLLECTION}/points/query", params={"consistency": bad},
+                              json={"query": probe.tolist(), "limit": 1}, timeout=30)
+        assert response.status_code == 400 and "consistency" in response.json()["status"]["error"], response.text
+    response = httpx.post(f"{reader.url}/collections/{COLLECTION}/points/count", params={"consistency": "4"},
+                          json={}, timeout=30)
+    assert response.status_code == 503 and "4 in-sync replicas" in response.json()["status"]["error"]
+
+
+def test_consistency_all_needs_every_in_sync_replica(three_nodes: list[Node]) -> None:
+    """A replica on a killed node stays in sync until a write fences it: until
+    then ``all`` cannot be answered (the default and ``quorum`` can); after a
+    write fences it, ``all`` asks the two replicas left."""
+    nodes = three_nodes
+    vectors, info = _setup(nodes)
+    primary = info["qcluster"]["shards"][0]["primary"]
+    victim = next(node_id for node_id in (1, 2, 3) if node_id != primary)
+    reader = next(node for index, node in enumerate(nodes) if index + 1 not in (victim,))
+    expected = _query(reader, vectors[1])
+    nodes[victim - 1].kill()
+    assert _query(reader, vectors[1], "quorum") == expected
+    assert _query(reader, vectors[1]) == expected
+    response = httpx.post(f"{reader.url}/collections/{COLLECTION}/points/query", params={"consistency": "all"},
+                          json={"query": vectors[1].tolist(), "limit": 5}, timeout=30)
+    assert response.status_code == 503, response.text
+
+    client = QdrantClient(url=reader.url, timeout=60, check_compatibility=False)
+    client.upsert(COLLECTION, wait=True, points=models.Batch(ids=[POINTS], vectors=[vectors[2].tolist()]))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the reader's view of the in-sync set catches up
+        shard = (_cluster_info(reader) or {"qcluster": {"shards": [{"in_sync": []}]}})["qcluster"]["shards"][0]
+        if victim not in shard["in_sync"]:
+            break
+        time.sleep(0.1)
+    assert _count(reader, "all") == POINTS + 1
+    assert _query(reader, vectors[1], "all") == expected
