@@ -23,7 +23,9 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from qcluster.cluster.commands import AddToInSync, SetReplicaState
@@ -37,7 +39,7 @@ from qcluster.replication.messages import ShardKey
 from qcluster.replication.primary import LogTruncated, PrimaryWriter
 from qcluster.transport.replication import GrpcPeers
 
-__all__ = ["Recovery"]
+__all__ = ["Recovery", "TransferProgress"]
 
 _log = logging.getLogger(__name__)
 _PERIOD_S: Final = 1.0
@@ -45,6 +47,38 @@ _SNAPSHOT_DEADLINE_S: Final = 600.0
 _RETRY_AFTER_FAILURE_S: Final = 2.0
 
 RunBlocking = Callable[..., Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class TransferProgress:
+    """One replica recovery this node (its shard's primary) is running."""
+
+    shard_id: int
+    to_node: int
+    method: str = "wal_delta"  # "snapshot" once a snapshot is needed
+    stage: str = "starting"    # starting, snapshot, wal_delta, final_delta
+    started_at: float = field(default_factory=time.time)
+    from_seq: int = 0          # where the replica's log ended
+    to_seq: int = 0            # the primary's last seq when this stage began
+    sent_seq: int = 0          # the last record the replica holds
+    snapshot_bytes: int = 0    # total size of the snapshot being sent
+    snapshot_sent: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        """``shard_transfers[].qcluster`` and a ``comment`` like Qdrant's."""
+        described = {"stage": self.stage, "method": self.method, "started_at": self.started_at,
+                     "elapsed_s": round(time.time() - self.started_at, 3), "from_seq": self.from_seq,
+                     "to_seq": self.to_seq, "sent_seq": self.sent_seq}
+        if self.method == "snapshot":
+            described.update(snapshot_bytes=self.snapshot_bytes, snapshot_sent=self.snapshot_sent)
+        return described
+
+    def comment(self) -> str:
+        if self.stage == "snapshot":
+            return f"snapshot: {self.snapshot_sent} of {self.snapshot_bytes} bytes sent"
+        done = max(0, self.sent_seq - self.from_seq)
+        total = max(done, self.to_seq - self.from_seq)
+        return f"{self.stage}: {done} of {total} records sent"
 
 
 class Recovery:
@@ -60,6 +94,8 @@ class Recovery:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.recoveries = 0  # completed, for status and tests
+        # Recoveries in progress, by (shard, target node): GET /collections/{c}/cluster shows them.
+        self.transfers: dict[tuple[ShardKey, int], TransferProgress] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="qcluster-recovery")
@@ -102,12 +138,15 @@ class Recovery:
                         name=f"qcluster-recover-{name}-{shard_id}-{replica.node_id}")
 
     async def _recover(self, key: ShardKey, node_id: int, term: int) -> None:
+        self.transfers[(key, node_id)] = TransferProgress(shard_id=key.shard_id, to_node=node_id)
         try:
             await self._recover_once(key, node_id, term)
         except (QclusterError, LogTruncated) as error:
             _log.warning("recovery failed; retried", extra={"collection": key.collection, "shard_id": key.shard_id,
                                                              "node_id": node_id, "error": str(error)})
             await asyncio.sleep(_RETRY_AFTER_FAILURE_S)
+        finally:
+            self.transfers.pop((key, node_id), None)
 
     def _still_primary(self, key: ShardKey, term: int) -> bool:
         shard = self._proposer.state().shard(key.collection, key.shard_id)
@@ -130,14 +169,14 @@ class Recovery:
         local = self._local.lookup(key)
         if local is None:
             raise ShardUnavailable("the primary's local replica is gone")
-        await self._catch_up(key, node_id, term, local)
+        await self._catch_up(key, node_id, term, local, stage="wal_delta")
         async with self._writer.barrier(key):
             if not self._still_primary(key, term):
                 return
             local = self._local.lookup(key)
             if local is None:
                 raise ShardUnavailable("the primary's local replica is gone")
-            await self._catch_up(key, node_id, term, local)
+            await self._catch_up(key, node_id, term, local, stage="final_delta")
             result = await self._proposer.propose(AddToInSync(
                 request_id=new_request_id("recovery-done"), collection=key.collection, shard_id=key.shard_id,
                 node_id=node_id, expected_primary_term=term))
@@ -147,35 +186,58 @@ class Recovery:
         _log.info("replica back in sync", extra={"collection": key.collection, "shard_id": key.shard_id,
                                                  "node_id": node_id, "last_seq": local.last_seq})
 
-    async def _catch_up(self, key: ShardKey, node_id: int, term: int, local: LocalShard) -> None:
+    async def _catch_up(self, key: ShardKey, node_id: int, term: int, local: LocalShard, *, stage: str) -> None:
         """Bring the replica to the primary's current last_seq (writes may go on meanwhile)."""
+        progress = self.transfers.setdefault((key, node_id), TransferProgress(shard_id=key.shard_id,
+                                                                              to_node=node_id))
         status = await self._peers.replica_status(node_id, key)
         if not status.exists:
             raise ShardUnavailable(f"node {node_id} has not created its replica yet")
         after = status.last_seq
+        if stage == "wal_delta":
+            progress.from_seq = after
         if not await self._run(_history_matches, local, status.last_seq, status.last_term):
-            after = await self._send_snapshot(key, node_id, term, local)
+            after = await self._send_snapshot(key, node_id, term, local, progress)
+        progress.stage, progress.sent_seq, progress.to_seq = stage, after, local.last_seq
+
+        def sent(seq_no: int) -> None:
+            progress.sent_seq = seq_no
+
         try:
-            refused = await self._writer.send_log(node_id, key, local, primary_term=term, after_seq=after)
+            refused = await self._writer.send_log(node_id, key, local, primary_term=term, after_seq=after,
+                                                  progress=sent)
         except LogTruncated:
-            after = await self._send_snapshot(key, node_id, term, local)
-            refused = await self._writer.send_log(node_id, key, local, primary_term=term, after_seq=after)
+            after = await self._send_snapshot(key, node_id, term, local, progress)
+            progress.stage, progress.sent_seq, progress.to_seq = stage, after, local.last_seq
+            refused = await self._writer.send_log(node_id, key, local, primary_term=term, after_seq=after,
+                                                  progress=sent)
         if refused is not None:
             raise ShardUnavailable(f"node {node_id} refused a record during recovery: "
                                    f"{refused.outcome.value} {refused.message}")
 
-    async def _send_snapshot(self, key: ShardKey, node_id: int, term: int, local: LocalShard) -> int:
+    async def _send_snapshot(self, key: ShardKey, node_id: int, term: int, local: LocalShard,
+                             progress: TransferProgress) -> int:
         target = self._local.snapshot_dir(key)
+        progress.method, progress.stage, progress.snapshot_sent = "snapshot", "snapshot", 0
         try:
             info = await self._run(create_snapshot, local, target)
+            progress.snapshot_bytes = await self._run(_size_of, target)
+
+            def sent(count: int) -> None:
+                progress.snapshot_sent = count
+
             _log.info("sending a snapshot", extra={"collection": key.collection, "shard_id": key.shard_id,
                                                    "node_id": node_id, "seq_no": info.seq_no,
                                                    "files": len(info.files)})
             last_seq, _last_term = await self._peers.install_snapshot(
-                node_id, key, primary_term=term, snapshot=target, deadline_s=_SNAPSHOT_DEADLINE_S)
+                node_id, key, primary_term=term, snapshot=target, deadline_s=_SNAPSHOT_DEADLINE_S, progress=sent)
         finally:
             await self._run(shutil.rmtree, target, True)
         return last_seq
+
+
+def _size_of(directory: Any) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
 
 def _history_matches(shard: LocalShard, seq_no: int, term: int) -> bool:

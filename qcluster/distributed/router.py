@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
 from qcluster import limits
@@ -37,6 +37,7 @@ from qcluster.cluster.placement import place_shards, plan_rebalance
 from qcluster.cluster.state import ClusterState, CollectionState, Liveness, ReplicaState, ShardingMethod, ShardState
 from qcluster.distributed.local import LocalReplicas
 from qcluster.distributed.proposer import Proposer, new_request_id
+from qcluster.distributed.recovery import TransferProgress
 from qcluster.distributed.reconciler import Reconciler, decode_config, encode_config
 from qcluster.distributed.resolve import resolve_count, resolve_records, resolve_scored, resolve_scroll_page
 from qcluster.engine.merge import merge_scored
@@ -72,7 +73,7 @@ _CREATE_TIMEOUT_S: Final = 15.0
 class Router:
     def __init__(self, *, node_id: int, local: LocalReplicas, proposer: Proposer, writer: PrimaryWriter,
                  remote: GrpcShards, reconciler: Reconciler, run_blocking: RunBlocking,
-                 write_timeout_s: float) -> None:
+                 write_timeout_s: float, transfers: Mapping[tuple[ShardKey, int], TransferProgress]) -> None:
         self.node_id = node_id
         self._local = local
         self.proposer = proposer
@@ -81,6 +82,7 @@ class Router:
         self._reconciler = reconciler
         self._run = run_blocking
         self._write_timeout_s = write_timeout_s
+        self._transfers = transfers  # the recoveries this node runs as primary (read only here)
         self._turn = itertools.count()
         self._configs: dict[tuple[str, bytes], CollectionConfig] = {}
 
@@ -349,9 +351,7 @@ class Router:
             shards.append({"shard_id": shard_id, "primary": shard.primary, "primary_term": shard.primary_term,
                            "in_sync": sorted(shard.in_sync),
                            "replicas": {str(replica.node_id): replica.state.value for replica in shard.replicas}})
-            if shard.move is not None:
-                transfers.append({"shard_id": shard_id, "from": shard.move.source, "to": shard.move.target,
-                                  "sync": True, "method": "snapshot"})
+            transfers += self._transfers_of(name, shard_id, shard)
             for replica in shard.replicas:
                 shown = _QDRANT_STATES[replica.state]
                 if replica.node_id != self.node_id:
@@ -369,6 +369,26 @@ class Router:
                 "qcluster": {"replication_factor": collection.replication_factor,
                              "write_consistency_factor": collection.write_consistency_factor,
                              "state_version": state.version, "shards": shards}}
+
+
+    def _transfers_of(self, name: str, shard_id: int, shard: ShardState) -> list[dict[str, Any]]:
+        """Qdrant's ``shard_transfers`` entries of one shard: a move, and every
+        replica the primary is bringing in sync; with progress (``comment``
+        and ``qcluster``) when this node is that primary."""
+        targets = {replica.node_id for replica in shard.replicas
+                   if replica.state in (ReplicaState.PARTIAL, ReplicaState.INITIALIZING)}
+        if shard.move is not None:
+            targets.add(shard.move.target)
+        found: list[dict[str, Any]] = []
+        for target in sorted(targets):
+            is_move = shard.move is not None and shard.move.target == target
+            entry: dict[str, Any] = {"shard_id": shard_id, "from": shard.move.source if is_move else shard.primary,
+                                     "to": target, "sync": not is_move}
+            progress = self._transfers.get((ShardKey(name, shard_id), target))
+            if progress is not None:
+                entry.update(method=progress.method, comment=progress.comment(), qcluster=progress.describe())
+            found.append(entry)
+        return found
 
 
 _QDRANT_STATES: Final = {ReplicaState.ACTIVE: "Active", ReplicaState.DEAD: "Dead", ReplicaState.PARTIAL: "Partial",

@@ -139,7 +139,8 @@ class ClusterRuntime:
         controller = Controller(proposer=proposer, peers=peers, is_leader=raft.is_leader,
                                 replica_grace_s=self._replica_grace_s)
         self.router = Router(node_id=self.node_id, local=local, proposer=proposer, writer=writer, remote=remote,
-                             reconciler=reconciler, run_blocking=self._run, write_timeout_s=self._write_timeout_s)
+                             reconciler=reconciler, run_blocking=self._run, write_timeout_s=self._write_timeout_s,
+                             transfers=recovery.transfers)
         self._local, self._membership, self.recovery, self.reconciler = local, membership, recovery, reconciler
         reconciler.start()
         recovery.start()

@@ -115,12 +115,14 @@ class PrimaryWriter:
         return ack
 
     async def send_log(self, node: int, key: ShardKey, shard: LocalShard, *, primary_term: int, after_seq: int,
-                       stop_before: int | None = None) -> ReplicaAck | None:
+                       stop_before: int | None = None,
+                       progress: Callable[[int], None] | None = None) -> ReplicaAck | None:
         """Send ``node`` this primary's logged records after ``after_seq`` (up
         to, not including, ``stop_before``; else to the end of the log), in
         order. None once the replica holds them all; the answer of the first
         record it did not take otherwise. Raises ``LogTruncated`` when the WAL
-        no longer holds the records after ``after_seq`` (send a snapshot)."""
+        no longer holds the records after ``after_seq`` (send a snapshot).
+        ``progress(seq_no)`` is called after each record the replica holds."""
         for _ in range(_SEND_LOG_ROUNDS_MAX):
             delta = await self._run(lambda after=after_seq: shard.operations_after(after, limit=_CATCH_UP_BATCH))
             if delta is None:
@@ -137,6 +139,8 @@ class PrimaryWriter:
                 if not ack.holds_it:
                     return ack
                 previous_term, after_seq = item.term, item.seq_no
+                if progress is not None:
+                    progress(after_seq)
         raise ShardUnavailable(f"node {node} did not catch up on shard {key.shard_id} of {key.collection!r} "
                                f"after {_SEND_LOG_ROUNDS_MAX} rounds")
 

@@ -180,14 +180,17 @@ class GrpcPeers:
                              known_term=reply.known_term)
 
     async def install_snapshot(self, node_id: int, key: ShardKey, *, primary_term: int, snapshot: Path,
-                               deadline_s: float) -> tuple[int, int]:
+                               deadline_s: float,
+                               progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Stream the snapshot directory ``snapshot`` to ``node_id``; the
-        replica's (last_seq, last_term) once installed there."""
+        replica's (last_seq, last_term) once installed there.
+        ``progress(bytes)`` is called with the bytes sent so far."""
         ref = pb.ShardRef(collection=key.collection, shard_id=key.shard_id)
         files = sorted(path for path in snapshot.rglob("*") if path.is_file())
         loop = asyncio.get_running_loop()
 
         async def chunks() -> AsyncIterator[pb.SnapshotChunk]:
+            sent = 0
             for path in files:
                 name = path.relative_to(snapshot).as_posix()
                 with open(path, "rb") as handle:
@@ -197,6 +200,9 @@ class GrpcPeers:
                         if not data and not first:
                             break
                         yield pb.SnapshotChunk(shard=ref, primary_term=primary_term, file=name, data=data)
+                        sent += len(data)
+                        if progress is not None:
+                            progress(sent)
                         first = False
                         if not data:
                             break

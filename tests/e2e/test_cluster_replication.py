@@ -174,6 +174,31 @@ def test_every_node_answers_like_a_single_node(three_nodes: list[Node], tmp_path
     assert sum(next(iter(found))[0] for found in digests.values()) == POINTS
 
 
+class _TransferWatcher:
+    """Polls every node's ``shard_transfers`` (bounded by ``stop``) and keeps what it saw."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self._nodes = nodes
+        self._stop = threading.Event()
+        self.seen: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for node in self._nodes:
+                info = _cluster_info(node)
+                if info is not None:
+                    self.seen += info["shard_transfers"]
+
+    def __enter__(self) -> _TransferWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 class _Workload:
     """A writer and a reader against every live node in turn, until stopped.
 
@@ -382,14 +407,23 @@ def test_fourth_node_rebalance_under_write_load(tmp_path: pathlib.Path) -> None:
         workload.start()
         try:
             time.sleep(1.0)
-            for _ in range(4):  # one move per shard per call
-                response = httpx.post(f"{nodes[1].url}/collections/{COLLECTION}/cluster",
-                                      json={"rebalance": {}}, timeout=60)
-                assert response.status_code == 200, response.text
-                _wait_all_active(nodes, replicas=2)
+            with _TransferWatcher(nodes) as watcher:
+                for _ in range(4):  # one move per shard per call
+                    response = httpx.post(f"{nodes[1].url}/collections/{COLLECTION}/cluster",
+                                          json={"rebalance": {}}, timeout=60)
+                    assert response.status_code == 200, response.text
+                    _wait_all_active(nodes, replicas=2)
             time.sleep(1.0)
         finally:
             workload.stop()
+        # Moves showed in shard_transfers (Qdrant's shape), with progress on the primary's node.
+        moves = [seen for seen in watcher.seen if seen["to"] == 4 and seen["sync"] is False]
+        assert moves, watcher.seen
+        progressed = [seen for seen in moves if "qcluster" in seen]
+        assert progressed, moves
+        assert all(seen["method"] in ("wal_delta", "snapshot") and " sent" in seen["comment"]
+                   and seen["qcluster"]["stage"] in ("starting", "snapshot", "wal_delta", "final_delta")
+                   for seen in progressed), progressed
         info = _wait_all_active(nodes, replicas=2)
         holders = [int(node) for shard in info["qcluster"]["shards"] for node in shard["replicas"]]
         assert sorted(holders.count(node_id) for node_id in (1, 2, 3, 4)) == [3, 3, 3, 3], info
