@@ -49,8 +49,10 @@ __all__ = [
     "PromotePrimary",
     "RemoveFromInSync",
     "RemoveNode",
+    "SetAliases",
     "SetReplicaState",
     "StartShardMove",
+    "UpdateCollectionConfig",
     "decode",
     "encode",
 ]
@@ -134,6 +136,26 @@ class DeleteCollection(_Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateCollectionConfig(_Command):
+    """A collection's new config (computed from a PATCH by the proposer,
+    compare-and-set with ``expected_version``)."""
+
+    name: str
+    config: bytes
+    replication_factor: int
+    write_consistency_factor: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAliases(_Command):
+    """Every alias of the cluster, (alias, collection) sorted: the result of
+    a list of alias actions that the proposer applied to the state at
+    ``expected_version`` (so the actions apply all together or not at all)."""
+
+    aliases: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CreateShardKey(_Command):
     collection: str
     shard_key: ShardKey
@@ -211,6 +233,8 @@ Command: TypeAlias = (
     | MarkNodeAlive
     | CreateCollection
     | DeleteCollection
+    | UpdateCollectionConfig
+    | SetAliases
     | CreateShardKey
     | DeleteShardKey
     | SetReplicaState
@@ -286,6 +310,17 @@ def _decode_placement(raw: object, path: str) -> Placement:
     return tuple(placement)
 
 
+def _decode_aliases(raw: object, path: str) -> tuple[tuple[str, str], ...]:
+    decode_name = _text_decoder(COLLECTION_NAME_LENGTH_MAX)
+    pairs: list[tuple[str, str]] = []
+    for index, item in enumerate(_decode_list(raw, path)):
+        pair = _decode_list(item, f"{path}[{index}]")
+        if len(pair) != 2:
+            raise InvalidRequest(f"cluster command {path}[{index}]: expected [alias, collection]")
+        pairs.append((decode_name(pair[0], f"{path}[{index}][0]"), decode_name(pair[1], f"{path}[{index}][1]")))
+    return tuple(pairs)
+
+
 def _optional(field: _Field) -> _Field:
     return _Field(
         encode=lambda value: None if value is None else field.encode(value),
@@ -356,6 +391,14 @@ _SCHEMAS: dict[type[Command], tuple[str, dict[str, _Field]]] = {
         },
     ),
     DeleteCollection: ("delete_collection", {**_COMMON, "name": _NAME}),
+    UpdateCollectionConfig: (
+        "update_collection_config",
+        {**_COMMON, "name": _NAME, "config": _BYTES, "replication_factor": _UINT, "write_consistency_factor": _UINT},
+    ),
+    SetAliases: (
+        "set_aliases",
+        {**_COMMON, "aliases": _Field(encode=lambda pairs: [list(pair) for pair in pairs], decode=_decode_aliases)},
+    ),
     CreateShardKey: (
         "create_shard_key",
         {**_COMMON, "collection": _NAME, "shard_key": _SHARD_KEY, "placement": _PLACEMENT},

@@ -246,6 +246,9 @@ class ClusterState:
     version: int = 0
     nodes: Mapping[NodeId, NodeInfo] = field(default_factory=dict)
     collections: Mapping[str, CollectionState] = field(default_factory=dict)
+    # Alias -> collection name. An alias is never a collection's name, and
+    # deleting a collection deletes its aliases.
+    aliases: Mapping[str, str] = field(default_factory=dict)
     # Request id -> result, oldest first, at most DEDUP_CAPACITY entries.
     recent_results: Mapping[str, Result] = field(default_factory=dict)
 

@@ -38,8 +38,10 @@ from qcluster.cluster.commands import (
     PromotePrimary,
     RemoveFromInSync,
     RemoveNode,
+    SetAliases,
     SetReplicaState,
     StartShardMove,
+    UpdateCollectionConfig,
     decode,
 )
 from qcluster.cluster.state import (
@@ -120,6 +122,10 @@ def _dispatch(state: ClusterState, command: Command, *, version: int) -> Cluster
             return _create_collection(state, command, version=version)
         case DeleteCollection():
             return _delete_collection(state, command)
+        case UpdateCollectionConfig():
+            return _update_collection_config(state, command)
+        case SetAliases():
+            return _set_aliases(state, command)
         case CreateShardKey():
             return _create_shard_key(state, command, version=version)
         case DeleteShardKey():
@@ -196,6 +202,8 @@ def _create_collection(state: ClusterState, command: CreateCollection, *, versio
         return Rejection(ResultCode.INVALID, "a collection needs a name")
     if command.name in state.collections:
         return Rejection(ResultCode.ALREADY_EXISTS, f"collection {command.name!r} already exists")
+    if command.name in state.aliases:
+        return Rejection(ResultCode.ALREADY_EXISTS, f"{command.name!r} is an alias of {state.aliases[command.name]!r}")
     invalid = _check_factors(command)
     if invalid is not None:
         return invalid
@@ -312,7 +320,37 @@ def _delete_collection(state: ClusterState, command: DeleteCollection) -> Cluste
     if command.name not in state.collections:
         return Rejection(ResultCode.NOT_FOUND, f"collection {command.name!r} does not exist")
     collections = {name: collection for name, collection in state.collections.items() if name != command.name}
-    return replace(state, collections=collections)
+    aliases = {alias: target for alias, target in state.aliases.items() if target != command.name}
+    return replace(state, collections=collections, aliases=aliases)
+
+
+def _update_collection_config(state: ClusterState, command: UpdateCollectionConfig) -> ClusterState | Rejection:
+    collection = state.collections.get(command.name)
+    if collection is None:
+        return Rejection(ResultCode.NOT_FOUND, f"collection {command.name!r} does not exist")
+    if command.replication_factor < 1:
+        return Rejection(ResultCode.INVALID, "replication_factor must be at least 1")
+    if not 1 <= command.write_consistency_factor <= command.replication_factor:
+        return Rejection(ResultCode.INVALID, "write_consistency_factor must be between 1 and replication_factor")
+    updated = replace(collection, config=command.config, replication_factor=command.replication_factor,
+                      write_consistency_factor=command.write_consistency_factor)
+    return replace(state, collections={**state.collections, command.name: updated})
+
+
+def _set_aliases(state: ClusterState, command: SetAliases) -> ClusterState | Rejection:
+    aliases = dict(command.aliases)
+    if len(aliases) != len(command.aliases):
+        return Rejection(ResultCode.INVALID, "an alias appears twice")
+    for alias, target in aliases.items():
+        if not alias:
+            return Rejection(ResultCode.INVALID, "an alias needs a name")
+        if alias in state.collections:
+            return Rejection(ResultCode.ALREADY_EXISTS, f"alias {alias!r} is the name of a collection")
+        if target not in state.collections:
+            return Rejection(ResultCode.NOT_FOUND, f"collection {target!r} does not exist")
+    if aliases == dict(state.aliases):
+        return Rejection(ResultCode.UNCHANGED, "the aliases are already these")
+    return replace(state, aliases=dict(sorted(aliases.items())))
 
 
 def _create_shard_key(state: ClusterState, command: CreateShardKey, *, version: int) -> ClusterState | Rejection:

@@ -9,7 +9,8 @@ decoder that checks every value's type, so a damaged dump is reported as
 
 Layout: one format version byte, then a msgpack array::
 
-    [version, nodes, collections, recent_results]
+    [version, nodes, collections, recent_results, aliases]
+    alias       = [alias, collection]
     node        = [node_id, p2p_address, http_address, grpc_address, liveness,
                    liveness_since_ms, liveness_since_version]
     collection  = [name, config, shard_number, replication_factor,
@@ -27,6 +28,7 @@ deduplication memory evicts its oldest entry first, and code that iterates
 that applied every command. Positional arrays are compact (the dump holds up
 to ``DEDUP_CAPACITY`` results); a changed layout needs a new
 ``STATE_FORMAT_VERSION``, and a node refuses a version it does not know.
+Format 1 (no aliases) is still read.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ from qcluster.types import UINT64_MAX
 
 __all__ = ["STATE_FORMAT_VERSION", "decode_state", "encode_state"]
 
-STATE_FORMAT_VERSION: Final = 1
+STATE_FORMAT_VERSION: Final = 2
+_READABLE_VERSIONS: Final = (1, 2)
 
 _EnumT = TypeVar("_EnumT", bound=enum.StrEnum)
 _ItemT = TypeVar("_ItemT")
@@ -69,6 +72,7 @@ def encode_state(state: ClusterState) -> bytes:
         [_encode_node(node) for node in state.nodes.values()],
         [_encode_collection(collection) for collection in state.collections.values()],
         [[request_id, *_encode_result(result)] for request_id, result in state.recent_results.items()],
+        [[alias, target] for alias, target in state.aliases.items()],
     ]
     encoded = bytes([STATE_FORMAT_VERSION]) + msgpack.packb(body, use_bin_type=True)
     assert encoded[0] == STATE_FORMAT_VERSION
@@ -80,15 +84,19 @@ def decode_state(data: bytes) -> ClusterState:
     for anything that is not exactly an encoded state."""
     if not data:
         raise DataCorruption("cluster state: empty")
-    if data[0] != STATE_FORMAT_VERSION:
+    if data[0] not in _READABLE_VERSIONS:
         raise DataCorruption(
-            f"cluster state: unknown format version {data[0]} (this node reads {STATE_FORMAT_VERSION})"
+            f"cluster state: unknown format version {data[0]} (this node reads {_READABLE_VERSIONS})"
         )
     try:
         raw = msgpack.unpackb(data[1:], raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise DataCorruption(f"cluster state: not valid msgpack ({exc})") from exc
-    version, raw_nodes, raw_collections, raw_results = _array(raw, 4, "state")
+    if data[0] == 1:
+        version, raw_nodes, raw_collections, raw_results = _array(raw, 4, "state")
+        raw_aliases: object = []
+    else:
+        version, raw_nodes, raw_collections, raw_results, raw_aliases = _array(raw, 5, "state")
     nodes = _ordered(raw_nodes, "state.nodes", _decode_node, key=lambda node: node.node_id)
     collections = _ordered(raw_collections, "state.collections", _decode_collection, key=lambda c: c.name)
     results: dict[str, Result] = {}
@@ -103,8 +111,14 @@ def decode_state(data: bytes) -> ClusterState:
             message=_text(message, f"{path}.message"),
             version=_uint(result_version, f"{path}.version"),
         )
+    aliases: dict[str, str] = {}
+    for index, raw_alias in enumerate(_list(raw_aliases, "state.aliases")):
+        path = f"state.aliases[{index}]"
+        alias, target = _array(raw_alias, 2, path)
+        aliases[_text(alias, f"{path}[0]")] = _text(target, f"{path}[1]")
     state = ClusterState(
-        version=_uint(version, "state.version"), nodes=nodes, collections=collections, recent_results=results
+        version=_uint(version, "state.version"), nodes=nodes, collections=collections, aliases=aliases,
+        recent_results=results
     )
     assert len(state.nodes) == len(_list(raw_nodes, "state.nodes"))
     return state

@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
 from qcluster.distributed.router import Router, run_cluster_operation
-from qcluster.errors import DeadlineExceeded, NotFound, PreconditionFailed
+from qcluster.errors import DeadlineExceeded, NotFound
 from qcluster.operations import Operation
 from qcluster.storage.collection import prepare_operation
 from qcluster.storage.interface import AliasAction, CollectionInfo, UpdateResult, UpdateStatus
@@ -40,8 +40,8 @@ _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 class DistributedCatalog:
-    """``TableOfContents`` in cluster mode: collections come from the cluster
-    state; aliases are this node's own (not distributed yet)."""
+    """``TableOfContents`` in cluster mode: collections and aliases come from
+    the cluster state; changes to them go through Raft."""
 
     def __init__(self, *, router: Router, toc: TableOfContents, loop: asyncio.AbstractEventLoop,
                  call_timeout_s: float) -> None:
@@ -71,8 +71,12 @@ class DistributedCatalog:
     def delete_collection(self, name: str) -> bool:
         return self.call(self.router.delete_collection(name))
 
+    def resolve(self, name_or_alias: str) -> str:
+        """The collection an alias names (cluster-wide), or the name itself."""
+        return self.router.state().aliases.get(name_or_alias, name_or_alias)
+
     def collection(self, name_or_alias: str) -> DistributedCollection:
-        name = self.local.resolve(name_or_alias)
+        name = self.resolve(name_or_alias)
         self.router.collection_state(name)  # NotFound
         return DistributedCollection(self, name)
 
@@ -80,23 +84,21 @@ class DistributedCatalog:
         return sorted(self.router.state().collections)
 
     def exists(self, name: str) -> bool:
-        return name in self.router.state().collections or self.local.resolve(name) != name
+        state = self.router.state()
+        return name in state.collections or name in state.aliases
 
     def update_collection(self, name: str, patch: CollectionPatch) -> None:
-        self.router.collection_state(name)
-        raise PreconditionFailed(f"collection `{name}`: changing a collection's parameters is not supported in "
-                                 "cluster mode yet (create a new collection with the new parameters)")
+        self.call(self.router.update_collection(name, patch))
 
     def update_aliases(self, actions: list[AliasAction]) -> None:
-        for action in actions:
-            if action.kind == "create" and action.collection_name not in self.router.state().collections:
-                raise NotFound(f"Collection `{action.collection_name}` doesn't exist!")
-        self.local.update_aliases(actions)
+        self.call(self.router.update_aliases(actions))
 
     def aliases(self, collection_name: str | None = None) -> list[tuple[str, str]]:
+        state = self.router.state()
         if collection_name is not None:
-            self.router.collection_state(collection_name)
-        return [(alias, target) for alias, target in self.local.aliases() if collection_name in (None, target)]
+            self.router.collection_state(collection_name)  # NotFound
+        return sorted((alias, target) for alias, target in state.aliases.items()
+                      if collection_name in (None, target))
 
 
 class DistributedCollection:

@@ -2,7 +2,7 @@
 
 On every state change (coalesced: the latest state wins) and once a second:
 a collection in the state gets a local distributed collection (its config,
-no shards yet); every replica on this node gets its local shard (created
+no shards yet), and takes the state's config when a PATCH changed it; every replica on this node gets its local shard (created
 empty; a recovery fills it); a local shard whose replica is gone is
 removed. A local collection absent from the state is deleted only once this
 node has registered in the cluster (its state is then at least as new as its
@@ -99,6 +99,9 @@ class Reconciler:
                 self._toc.create_collection(name, decode_config(collection), distributed=True)
                 _log.info("collection created locally", extra={"collection": name, "shards": sorted(mine)})
             local = self._toc.collection(name)
+            if encode_config(local.config) != collection.config:
+                self._toc.replace_config(name, decode_config(collection))
+                _log.info("collection config updated locally", extra={"collection": name})
             for shard_id in sorted(mine - local.shards.keys()):
                 local.add_shard(shard_id)
                 _log.info("local replica created", extra={"collection": name, "shard_id": shard_id})

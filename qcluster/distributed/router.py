@@ -31,10 +31,20 @@ from qcluster.cluster.commands import (
     CreateCollection,
     DeleteCollection,
     DropReplica,
+    SetAliases,
     StartShardMove,
+    UpdateCollectionConfig,
 )
 from qcluster.cluster.placement import place_shards, plan_rebalance
-from qcluster.cluster.state import ClusterState, CollectionState, Liveness, ReplicaState, ShardingMethod, ShardState
+from qcluster.cluster.state import (
+    ClusterState,
+    CollectionState,
+    Liveness,
+    ReplicaState,
+    ResultCode,
+    ShardingMethod,
+    ShardState,
+)
 from qcluster.distributed.local import LocalReplicas
 from qcluster.distributed.proposer import Proposer, new_request_id
 from qcluster.distributed.recovery import TransferProgress
@@ -48,9 +58,13 @@ from qcluster.replication.messages import ShardKey
 from qcluster.replication.primary import PrimaryWriter
 from qcluster.sharding import shard_of
 from qcluster.storage.collection import merge_scroll_pages, split_operation
+from qcluster.storage.config_codec import apply_patch
+from qcluster.storage.interface import AliasAction
+from qcluster.storage.toc import apply_alias_actions
 from qcluster.transport.shards import GrpcShards
 from qcluster.types import (
     CollectionConfig,
+    CollectionPatch,
     OrderBy,
     PayloadSelector,
     PointId,
@@ -68,6 +82,7 @@ RunBlocking = Callable[..., Awaitable[Any]]
 
 _RETRY_PAUSE_S: Final = 0.25
 _CREATE_TIMEOUT_S: Final = 15.0
+_CAS_ATTEMPTS: Final = 10
 
 
 class Router:
@@ -106,6 +121,8 @@ class Router:
         state = self.state()
         if name in state.collections:
             raise AlreadyExists(f"Collection `{name}` already exists!")
+        if name in state.aliases:
+            raise AlreadyExists(f"`{name}` is an alias of collection `{state.aliases[name]}`")
         if config.write_consistency_factor > config.replication_factor:
             raise InvalidRequest(f"write_consistency_factor ({config.write_consistency_factor}) must not exceed "
                                  f"replication_factor ({config.replication_factor})")
@@ -131,6 +148,52 @@ class Router:
             raise result.to_error()
         await self._reconciler.wait_for(result.version, timeout_s=_CREATE_TIMEOUT_S)
         return True
+
+    async def _propose_on_current(self, make: Callable[[ClusterState], Any | None], what: str) -> None:
+        """Propose ``make(state)`` compare-and-set on the state's version, again
+        on a newer state when another command came first (bounded). ``make``
+        validates against that state and returns None when nothing changes."""
+        for _ in range(_CAS_ATTEMPTS):
+            state = self.state()
+            command = make(state)
+            if command is None:
+                return
+            result = await self.proposer.propose(command)
+            if result.is_accepted:
+                await self.proposer.wait_for_version(result.version, timeout_s=_CREATE_TIMEOUT_S)
+                return
+            if result.code is not ResultCode.STALE:
+                raise result.to_error()
+        raise PreconditionFailed(f"{what}: the cluster state kept changing; try again")
+
+    async def update_collection(self, name: str, patch: CollectionPatch) -> None:
+        """PATCH a collection: the new config goes through Raft; every node's
+        reconciler gives its local replicas the new config."""
+        def make(state: ClusterState) -> UpdateCollectionConfig:
+            if name not in state.collections:
+                raise NotFound(f"Collection `{name}` doesn't exist!")
+            config = apply_patch(self.config(name), patch)
+            if config.write_consistency_factor > config.replication_factor:
+                raise InvalidRequest(f"params.write_consistency_factor ({config.write_consistency_factor}) must not "
+                                     f"exceed replication_factor ({config.replication_factor})")
+            return UpdateCollectionConfig(request_id=new_request_id("update-collection"), name=name,
+                                          config=encode_config(config), replication_factor=config.replication_factor,
+                                          write_consistency_factor=config.write_consistency_factor,
+                                          expected_version=state.version)
+
+        await self._propose_on_current(make, f"collection `{name}`")
+        await self._reconciler.wait_for(self.state().version, timeout_s=_CREATE_TIMEOUT_S)
+
+    async def update_aliases(self, actions: list[AliasAction]) -> None:
+        """Alias actions, all or none, as one ``SetAliases`` through Raft."""
+        def make(state: ClusterState) -> SetAliases | None:
+            aliases = apply_alias_actions(state.aliases, actions, collections=state.collections)
+            if aliases == dict(state.aliases):
+                return None
+            return SetAliases(request_id=new_request_id("aliases"), aliases=tuple(sorted(aliases.items())),
+                              expected_version=state.version)
+
+        await self._propose_on_current(make, "aliases")
 
     # ----------------------------------------------------------------- writes
 

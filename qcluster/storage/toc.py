@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Container, Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -34,7 +35,7 @@ from qcluster.storage.config_codec import apply_patch, config_from_json, config_
 from qcluster.storage.interface import AliasAction
 from qcluster.types import CollectionConfig, CollectionPatch
 
-__all__ = ["TableOfContents"]
+__all__ = ["TableOfContents", "apply_alias_actions"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,12 @@ class TableOfContents:
     def update_collection(self, name: str, patch: CollectionPatch) -> None:
         with self._lock:
             collection = self.collection(name)
-            config = apply_patch(collection.config, patch)
+            self.replace_config(collection.name, apply_patch(collection.config, patch))
+
+    def replace_config(self, name: str, config: CollectionConfig) -> None:
+        """Give collection ``name`` a new config (a PATCH, or the cluster's config)."""
+        with self._lock:
+            collection = self.collection(name)
             _write_json_atomically(
                 collection.directory / "config.json",
                 {"config": config_to_json(config), "created_at": collection.created_at.isoformat(),
@@ -212,32 +218,7 @@ class TableOfContents:
     def update_aliases(self, actions: list[AliasAction]) -> None:
         """Apply every action or none."""
         with self._lock:
-            aliases = dict(self._aliases)
-            for position, action in enumerate(actions):
-                path = f"actions[{position}]"
-                match action.kind:
-                    case "create":
-                        assert action.alias_name is not None and action.collection_name is not None
-                        validate_name(action.alias_name, path=f"{path}.create_alias.alias_name")
-                        if action.collection_name not in self._collections:
-                            raise NotFound(f"Collection `{action.collection_name}` doesn't exist!")
-                        if action.alias_name in self._collections:
-                            raise AlreadyExists(f"{path}: alias {action.alias_name!r} is the name of a collection")
-                        aliases[action.alias_name] = action.collection_name
-                    case "delete":
-                        assert action.alias_name is not None
-                        if aliases.pop(action.alias_name, None) is None:
-                            raise NotFound(f"Alias {action.alias_name} does not exist!")
-                    case "rename":
-                        assert action.old_alias_name is not None and action.new_alias_name is not None
-                        validate_name(action.new_alias_name, path=f"{path}.rename_alias.new_alias_name")
-                        target = aliases.pop(action.old_alias_name, None)
-                        if target is None:
-                            raise NotFound(f"Alias {action.old_alias_name} does not exist!")
-                        aliases[action.new_alias_name] = target
-                    case _:
-                        raise InvalidRequest(f"{path}: unknown alias action {action.kind!r}")
-            self._aliases = aliases
+            self._aliases = apply_alias_actions(self._aliases, actions, collections=self._collections)
             self._save_aliases()
 
     def aliases(self, collection_name: str | None = None) -> list[tuple[str, str]]:
@@ -249,3 +230,35 @@ class TableOfContents:
                 for alias, target in self._aliases.items()
                 if collection_name is None or target == collection_name
             )
+
+
+def apply_alias_actions(aliases: Mapping[str, str], actions: list[AliasAction], *,
+                        collections: Container[str]) -> dict[str, str]:
+    """The aliases after ``actions``, in order (Qdrant's semantics); raises on
+    the first action that cannot apply, leaving ``aliases`` as they were."""
+    updated = dict(aliases)
+    for position, action in enumerate(actions):
+        path = f"actions[{position}]"
+        match action.kind:
+            case "create":
+                assert action.alias_name is not None and action.collection_name is not None
+                validate_name(action.alias_name, path=f"{path}.create_alias.alias_name")
+                if action.collection_name not in collections:
+                    raise NotFound(f"Collection `{action.collection_name}` doesn't exist!")
+                if action.alias_name in collections:
+                    raise AlreadyExists(f"{path}: alias {action.alias_name!r} is the name of a collection")
+                updated[action.alias_name] = action.collection_name
+            case "delete":
+                assert action.alias_name is not None
+                if updated.pop(action.alias_name, None) is None:
+                    raise NotFound(f"Alias {action.alias_name} does not exist!")
+            case "rename":
+                assert action.old_alias_name is not None and action.new_alias_name is not None
+                validate_name(action.new_alias_name, path=f"{path}.rename_alias.new_alias_name")
+                target = updated.pop(action.old_alias_name, None)
+                if target is None:
+                    raise NotFound(f"Alias {action.old_alias_name} does not exist!")
+                updated[action.new_alias_name] = target
+            case _:
+                raise InvalidRequest(f"{path}: unknown alias action {action.kind!r}")
+    return updated

@@ -32,8 +32,10 @@ from qcluster.cluster.commands import (
     PromotePrimary,
     RemoveFromInSync,
     RemoveNode,
+    SetAliases,
     SetReplicaState,
     StartShardMove,
+    UpdateCollectionConfig,
     decode,
     encode,
 )
@@ -83,6 +85,9 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
         placement=placements,
     ),
     DeleteCollection: st.builds(DeleteCollection, **COMMON, name=names),
+    UpdateCollectionConfig: st.builds(UpdateCollectionConfig, **COMMON, name=names, config=st.binary(max_size=64),
+                                      replication_factor=uints, write_consistency_factor=uints),
+    SetAliases: st.builds(SetAliases, **COMMON, aliases=st.lists(st.tuples(names, names), max_size=4).map(tuple)),
     CreateShardKey: st.builds(CreateShardKey, **COMMON, collection=names, shard_key=shard_keys, placement=placements),
     DeleteShardKey: st.builds(DeleteShardKey, **COMMON, collection=names, shard_key=shard_keys),
     SetReplicaState: st.builds(

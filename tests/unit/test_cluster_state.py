@@ -31,8 +31,10 @@ from qcluster.cluster.commands import (
     PromotePrimary,
     RemoveFromInSync,
     RemoveNode,
+    SetAliases,
     SetReplicaState,
     StartShardMove,
+    UpdateCollectionConfig,
     encode,
 )
 from qcluster.cluster.placement import place_shards
@@ -193,6 +195,32 @@ def test_delete_collection() -> None:
     state = accepted(state, DeleteCollection(request_id=rid(), name="c"))
     assert "c" not in state.collections
     rejected(state, DeleteCollection(request_id=rid(), name="c"), ResultCode.NOT_FOUND)
+
+
+def test_aliases_are_set_whole_and_follow_their_collection() -> None:
+    state = accepted(cluster(1), create(placement=((1,),), replication_factor=1))
+    state = accepted(state, create("d", placement=((1,),), replication_factor=1))
+    state = accepted(state, SetAliases(request_id=rid(), aliases=(("a", "c"), ("b", "d"))))
+    assert dict(state.aliases) == {"a": "c", "b": "d"}
+    rejected(state, SetAliases(request_id=rid(), aliases=(("c", "d"),)), ResultCode.ALREADY_EXISTS)
+    rejected(state, SetAliases(request_id=rid(), aliases=(("x", "nope"),)), ResultCode.NOT_FOUND)
+    rejected(state, SetAliases(request_id=rid(), aliases=(("x", "c"), ("x", "d"))), ResultCode.INVALID)
+    rejected(state, SetAliases(request_id=rid(), aliases=(("a", "c"), ("b", "d"))), ResultCode.UNCHANGED)
+    rejected(state, create("a", placement=((1,),), replication_factor=1), ResultCode.ALREADY_EXISTS)
+    state = accepted(state, DeleteCollection(request_id=rid(), name="c"))
+    assert dict(state.aliases) == {"b": "d"}, "deleting a collection deletes its aliases"
+
+
+def test_update_collection_config() -> None:
+    state = accepted(cluster(2), create(placement=((1, 2),), replication_factor=2))
+    update = UpdateCollectionConfig(request_id=rid(), name="c", config=b"new", replication_factor=2,
+                                    write_consistency_factor=2)
+    state = accepted(state, update)
+    collection = state.collections["c"]
+    assert (collection.config, collection.write_consistency_factor) == (b"new", 2)
+    rejected(state, replace(update, request_id=rid(), write_consistency_factor=3), ResultCode.INVALID)
+    rejected(state, replace(update, request_id=rid(), name="nope"), ResultCode.NOT_FOUND)
+    rejected(state, replace(update, request_id=rid(), expected_version=state.version - 1), ResultCode.STALE)
 
 
 def new_key(key: ShardKey, placement: Placement) -> CreateShardKey:

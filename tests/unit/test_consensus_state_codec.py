@@ -92,6 +92,7 @@ states = st.builds(
     version=uints,
     nodes=keyed(nodes, lambda node: node.node_id),
     collections=keyed(collections, lambda collection: collection.name),
+    aliases=st.dictionaries(texts, texts, max_size=4),
     recent_results=st.dictionaries(texts, results, max_size=6),
 )
 
@@ -101,7 +102,7 @@ def assert_same(decoded: ClusterState, state: ClusterState) -> None:
     assert decoded == state
 
     def orders(value: ClusterState) -> list[list[Any]]:
-        mappings: list[Mapping[Any, Any]] = [value.nodes, value.collections, value.recent_results]
+        mappings: list[Mapping[Any, Any]] = [value.nodes, value.collections, value.aliases, value.recent_results]
         mappings += [collection.shards for collection in value.collections.values()]
         return [list(mapping) for mapping in mappings]
 
@@ -116,6 +117,13 @@ def test_any_state_round_trips_exactly_and_canonically(state: ClusterState) -> N
     decoded = decode_state(encoded)
     assert_same(decoded, state)
     assert encode_state(decoded) == encoded
+
+
+def test_format_1_without_aliases_is_still_read() -> None:
+    import msgpack
+
+    state = decode_state(bytes([1]) + msgpack.packb([7, [], [], []]))
+    assert state.version == 7 and dict(state.aliases) == {}
 
 
 _request_numbers = iter(range(10**9))

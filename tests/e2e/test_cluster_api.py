@@ -1,4 +1,5 @@
-"""Read ``consistency`` in cluster mode, with real processes on loopback.
+"""Cluster mode through the public API, with real processes on loopback:
+aliases and collection PATCH through Raft, and read ``consistency``.
 
 Replicas that agree answer alike under every consistency. To see what
 ``consistency`` does when they do not, the test makes one replica drift the
@@ -182,3 +183,69 @@ def test_consistency_all_needs_every_in_sync_replica(three_nodes: list[Node]) ->
         time.sleep(0.1)
     assert _count(reader, "all") == POINTS + 1
     assert _query(reader, vectors[1], "all") == expected
+
+
+def _poll(check: Any, *, what: str, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout_s} s (last: {last!r})")
+
+
+def test_aliases_and_collection_patches_are_cluster_wide(three_nodes: list[Node]) -> None:
+    clients = [QdrantClient(url=node.url, timeout=60, check_compatibility=False) for node in three_nodes]
+    clients[0].create_collection(COLLECTION, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                                 shard_number=3, replication_factor=2)
+    clients[0].upsert(COLLECTION, wait=True, points=[models.PointStruct(id=i, vector=[float(i), 1.0, 0.0, 0.0])
+                                                     for i in range(30)])
+
+    # An alias made on one node answers on every node, as soon as the call returns there.
+    assert clients[1].update_collection_aliases(change_aliases_operations=[
+        models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=COLLECTION, alias_name="live"))])
+    for client in clients:
+        _poll(lambda client=client: [alias.alias_name for alias in client.get_aliases().aliases] == ["live"],
+              what="the alias on every node")
+        assert client.count("live").count == 30
+        assert client.query_points("live", query=[1.0, 0.0, 0.0, 0.0], limit=1).points[0].id == 29
+    # Rename, and the rules: an alias cannot take a collection's name, a collection cannot take an alias's.
+    assert clients[2].update_collection_aliases(change_aliases_operations=[
+        models.RenameAliasOperation(rename_alias=models.RenameAlias(old_alias_name="live", new_alias_name="prod"))])
+    _poll(lambda: [alias.alias_name for alias in clients[0].get_collection_aliases(COLLECTION).aliases] == ["prod"],
+          what="the renamed alias")
+    response = httpx.post(f"{three_nodes[0].url}/collections/aliases", timeout=30, json={"actions": [
+        {"create_alias": {"collection_name": COLLECTION, "alias_name": COLLECTION}}]})
+    assert response.status_code == 409, response.text
+    response = httpx.put(f"{three_nodes[1].url}/collections/prod", timeout=30,
+                         json={"vectors": {"size": 4, "distance": "Dot"}})
+    assert response.status_code == 409, response.text
+    response = httpx.post(f"{three_nodes[1].url}/collections/aliases", timeout=30, json={"actions": [
+        {"delete_alias": {"alias_name": "nope"}}]})
+    assert response.status_code == 404 and "nope" in response.json()["status"]["error"]
+
+    # PATCH on one node: every node's collection takes the new config.
+    assert clients[2].update_collection(COLLECTION, optimizers_config=models.OptimizersConfigDiff(
+        indexing_threshold=1234), hnsw_config=models.HnswConfigDiff(ef_construct=77))
+    for client in clients:
+        _poll(lambda client=client: (client.get_collection(COLLECTION).config.optimizer_config.indexing_threshold
+                                     == 1234), what="the patched config on every node")
+        assert client.get_collection(COLLECTION).config.hnsw_config.ef_construct == 77
+    response = httpx.patch(f"{three_nodes[0].url}/collections/{COLLECTION}", timeout=30,
+                           json={"params": {"write_consistency_factor": 3}})
+    assert response.status_code == 400 and "write_consistency_factor" in response.json()["status"]["error"]
+    assert clients[0].update_collection(COLLECTION, collection_params=models.CollectionParamsDiff(
+        write_consistency_factor=2))
+    info = _cluster_info(three_nodes[1])
+    assert info is not None
+    _poll(lambda: (_cluster_info(three_nodes[1]) or {}).get("qcluster", {}).get("write_consistency_factor") == 2,
+          what="write_consistency_factor 2 in the cluster state")
+    clients[1].upsert(COLLECTION, wait=True, points=[models.PointStruct(id=100, vector=[1.0, 1.0, 1.0, 1.0])])
+    assert clients[2].count(COLLECTION).count == 31
+
+    # Deleting the collection deletes its aliases everywhere.
+    assert clients[0].delete_collection(COLLECTION)
+    for client in clients:
+        _poll(lambda client=client: client.get_aliases().aliases == [], what="aliases gone with the collection")
