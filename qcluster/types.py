@@ -141,7 +141,10 @@ class CollectionConfig:
     # has exactly one entry, under DEFAULT_VECTOR, and is_named_vectors False.
     vectors: dict[str, VectorParams]
     is_named_vectors: bool = False
+    # Shards per shard key with custom sharding (points go to the shards of
+    # the key a write names), else in all.
     shard_number: int = 1
+    custom_sharding: bool = False
     replication_factor: int = 1
     write_consistency_factor: int = 1
     on_disk_payload: bool = True

@@ -19,7 +19,15 @@ import numpy as np
 
 from qcluster import limits
 
-from qcluster.api.schema.parse import json_type, loads_object, point_id
+from qcluster.api.schema.parse import (
+    check_keys,
+    json_type,
+    loads_object,
+    point_id,
+    reject_unsupported,
+    shard_key,
+    shard_key_selector,
+)
 from qcluster.api.schema.parse_collection import (
     parse_alias_actions,
     parse_create_collection,
@@ -76,8 +84,10 @@ __all__ = [
     "count",
     "create_collection",
     "create_index",
+    "create_shard_key",
     "delete_collection",
     "delete_index",
+    "delete_shard_key",
     "dense_query",
     "dense_upsert",
     "get_point",
@@ -208,6 +218,31 @@ def update_cluster_setup(toc: TableOfContents, *, name: str, raw: Any) -> bool:
     )
 
 
+# ----------------------------------------------------------------- shard keys
+
+
+def create_shard_key(toc: TableOfContents, *, name: str, raw: Any) -> bool:
+    """``PUT /collections/{c}/shards``: a new shard key of a custom-sharded
+    collection, with the collection's shard_number and replication_factor."""
+    check_keys(raw, ("shard_key", "shards_number", "replication_factor", "placement", "initial_state"), path="")
+    reject_unsupported(raw, ("placement", "initial_state"), path="")
+    key = shard_key(raw.get("shard_key"), path="shard_key")
+    collection = toc.collection(name)
+    for field, value in (("shards_number", collection.config.shard_number),
+                         ("replication_factor", collection.config.replication_factor)):
+        if raw.get(field) not in (None, value):
+            raise InvalidRequest(f"{field}: every shard key of collection `{name}` has the collection's {value}")
+    collection.create_shard_key(key)
+    return True
+
+
+def delete_shard_key(toc: TableOfContents, *, name: str, raw: Any) -> bool:
+    """``POST /collections/{c}/shards/delete``: drop a shard key and its points."""
+    check_keys(raw, ("shard_key",), path="")
+    toc.collection(name).delete_shard_key(shard_key(raw.get("shard_key"), path="shard_key"))
+    return True
+
+
 # --------------------------------------------------------------------- writes
 
 # Parses a write request into one operation, given the collection's config.
@@ -230,8 +265,9 @@ def write(toc: TableOfContents, *, name: str, raw: Any, wait: bool, kind: str) -
     request is parsed and validated before storage is called, so a rejected
     request writes nothing."""
     collection = toc.collection(name)
+    raw, shard_keys = _pop_shard_keys(raw)
     operation = OPERATION_PARSERS[kind](raw, collection.config)
-    return render_update_result(collection.update(operation, wait=wait))
+    return render_update_result(collection.update(operation, wait=wait, shard_keys=shard_keys))
 
 
 def batch_update(toc: TableOfContents, *, name: str, raw: Any, wait: bool) -> list[Any]:
@@ -251,14 +287,49 @@ def batch_update(toc: TableOfContents, *, name: str, raw: Any, wait: bool) -> li
 # ---------------------------------------------------------------- point reads
 
 
-def _reading(toc: TableOfContents, name: str, consistency: ReadConsistency | None) -> Collection:
-    """The collection ``name`` (or alias), read under ``consistency``."""
-    return toc.collection(name).reading(consistency)
+ShardKeys = tuple[int | str, ...] | None
+
+
+def _reading(toc: TableOfContents, name: str, consistency: ReadConsistency | None,
+             shard_keys: ShardKeys = None) -> Collection:
+    """The collection ``name`` (or alias), read under ``consistency`` from
+    the shards of ``shard_keys`` (every shard when None)."""
+    return toc.collection(name).reading(consistency, shard_keys=shard_keys)
+
+
+def _pop_shard_keys(raw: Any, *, path: str = "shard_key") -> tuple[Any, ShardKeys]:
+    """The request without its ``shard_key``, and the keys it selects."""
+    if not isinstance(raw, dict) or "shard_key" not in raw:
+        return raw, None
+    rest = dict(raw)
+    return rest, shard_key_selector(rest.pop("shard_key"), path=path)
+
+
+def _pop_each_shard_keys(raw: Any, field: str) -> tuple[Any, list[ShardKeys]]:
+    """A batch request (``raw[field]`` a list of requests) without the items'
+    ``shard_key``, and each item's keys."""
+    if not isinstance(raw, dict) or not isinstance(raw.get(field), list):
+        return raw, []
+    items, keys = [], []
+    for index, item in enumerate(raw[field]):
+        item, selected = _pop_shard_keys(item, path=f"{field}[{index}].shard_key")
+        items.append(item)
+        keys.append(selected)
+    return {**raw, field: items}, keys
+
+
+def _by_shard_keys(keys: list[ShardKeys], count: int) -> dict[ShardKeys, list[int]]:
+    """Positions ``0..count`` grouped by the shard keys they select."""
+    groups: dict[ShardKeys, list[int]] = {}
+    for position in range(count):
+        groups.setdefault(keys[position] if position < len(keys) else None, []).append(position)
+    return groups
 
 
 def retrieve(toc: TableOfContents, *, name: str, raw: Any,
              consistency: ReadConsistency | None = None) -> list[Any]:
-    collection = _reading(toc, name, consistency)
+    raw, shard_keys = _pop_shard_keys(raw)
+    collection = _reading(toc, name, consistency, shard_keys)
     spec = parse_retrieve(raw)
     records = collection.retrieve(list(spec.ids), with_payload=spec.with_payload, with_vector=spec.with_vector)
     is_named = collection.config.is_named_vectors
@@ -278,7 +349,8 @@ def get_point(toc: TableOfContents, *, name: str, raw_id: str,
 
 def scroll(toc: TableOfContents, *, name: str, raw: Any,
            consistency: ReadConsistency | None = None) -> dict[str, Any]:
-    collection = _reading(toc, name, consistency)
+    raw, shard_keys = _pop_shard_keys(raw)
+    collection = _reading(toc, name, consistency, shard_keys)
     spec = parse_scroll(raw)
     records, next_offset = collection.scroll(
         filter=spec.filter, limit=spec.limit, offset=spec.offset, order_by=spec.order_by,
@@ -291,7 +363,8 @@ def scroll(toc: TableOfContents, *, name: str, raw: Any,
 
 def count(toc: TableOfContents, *, name: str, raw: Any,
           consistency: ReadConsistency | None = None) -> dict[str, int]:
-    collection = _reading(toc, name, consistency)
+    raw, shard_keys = _pop_shard_keys(raw)
+    collection = _reading(toc, name, consistency, shard_keys)
     spec = parse_count(raw)
     return {"count": collection.count(filter=spec.filter, exact=spec.exact)}
 
@@ -382,36 +455,46 @@ def query_many(toc: TableOfContents, items: list[QueryItem]) -> list[dict[str, A
             for position in positions:
                 outcomes[position] = error
             continue
-        parsed: list[ParsedQuery] = []
-        parsed_positions: list[int] = []
+        by_keys: dict[ShardKeys, tuple[list[ParsedQuery], list[int]]] = {}
         for position in positions:
             raw = items[position][1]
             try:
-                parsed.append(parse_query(loads_object(raw) if isinstance(raw, bytes) else raw,
-                                          config=collection.config))
-                parsed_positions.append(position)
+                raw, shard_keys = _pop_shard_keys(loads_object(raw) if isinstance(raw, bytes) else raw)
+                parsed = parse_query(raw, config=collection.config)
             except QclusterError as error:
                 outcomes[position] = error
-        try:
-            answers = _run_queries(collection, parsed) if parsed else []
-        except QclusterError as error:
-            answers = [error] * len(parsed)  # type: ignore[list-item]
-        for position, answer in zip(parsed_positions, answers, strict=True):
-            outcomes[position] = answer if isinstance(answer, BaseException) else {"points": answer}
+                continue
+            group = by_keys.setdefault(shard_keys, ([], []))
+            group[0].append(parsed)
+            group[1].append(position)
+        for shard_keys, (parsed_queries, parsed_positions) in by_keys.items():
+            try:
+                answers = _run_queries(collection.reading(consistency, shard_keys=shard_keys), parsed_queries)
+            except QclusterError as error:
+                answers = [error] * len(parsed_queries)  # type: ignore[list-item]
+            for position, answer in zip(parsed_positions, answers, strict=True):
+                outcomes[position] = answer if isinstance(answer, BaseException) else {"points": answer}
     assert all(outcome is not None for outcome in outcomes)
     return outcomes  # type: ignore[return-value]
 
 
 def query_batch(toc: TableOfContents, *, name: str, raw: Any,
                 consistency: ReadConsistency | None = None) -> list[dict[str, Any]]:
+    raw, keys = _pop_each_shard_keys(raw, "searches")
     collection = _reading(toc, name, consistency)
     parsed = parse_query_batch(raw, config=collection.config)
-    return [{"points": points} for points in _run_queries(collection, parsed)]
+    answers: list[list[Any]] = [[] for _ in parsed]
+    for selected, positions in _by_shard_keys(keys, len(parsed)).items():
+        view = collection.reading(consistency, shard_keys=selected)
+        for position, points in zip(positions, _run_queries(view, [parsed[i] for i in positions]), strict=True):
+            answers[position] = points
+    return [{"points": points} for points in answers]
 
 
 def search(toc: TableOfContents, *, name: str, raw: Any,
            consistency: ReadConsistency | None = None) -> list[Any]:
-    collection = _reading(toc, name, consistency)
+    raw, shard_keys = _pop_shard_keys(raw)
+    collection = _reading(toc, name, consistency, shard_keys)
     request = parse_search(raw, config=collection.config)
     is_named = collection.config.is_named_vectors
     return [render_scored_point(point, is_named=is_named) for point in collection.query(request)]
@@ -419,10 +502,15 @@ def search(toc: TableOfContents, *, name: str, raw: Any,
 
 def search_batch(toc: TableOfContents, *, name: str, raw: Any,
                  consistency: ReadConsistency | None = None) -> list[list[Any]]:
+    raw, keys = _pop_each_shard_keys(raw, "searches")
     collection = _reading(toc, name, consistency)
     requests = parse_search_batch(raw, config=collection.config)
     is_named = collection.config.is_named_vectors
-    results = collection.query_batch(requests) if requests else []
+    results: list[list[ScoredPoint]] = [[] for _ in requests]
+    for selected, positions in _by_shard_keys(keys, len(requests)).items():
+        view = collection.reading(consistency, shard_keys=selected)
+        for position, points in zip(positions, view.query_batch([requests[i] for i in positions]), strict=True):
+            results[position] = points
     return [[render_scored_point(point, is_named=is_named) for point in points] for points in results]
 
 

@@ -36,6 +36,7 @@ from qcluster.types import (
 __all__ = ["DistributedCatalog", "DistributedCollection"]
 
 T = TypeVar("T")
+ShardKeys = tuple[int | str, ...] | None
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
@@ -104,19 +105,23 @@ class DistributedCatalog:
 class DistributedCollection:
     """``storage.Collection`` in cluster mode, for one request."""
 
-    def __init__(self, catalog: DistributedCatalog, name: str,
-                 consistency: ReadConsistency | None = None) -> None:
+    def __init__(self, catalog: DistributedCatalog, name: str, consistency: ReadConsistency | None = None,
+                 shard_keys: ShardKeys = None) -> None:
         self._catalog = catalog
         self._router = catalog.router
         self.name = name
         self.config = self._router.config(name)
         self._consistency = consistency
+        self._shard_keys = shard_keys
 
-    def reading(self, consistency: ReadConsistency | None) -> DistributedCollection:
-        """This collection, read under ``consistency`` (Qdrant's read consistency)."""
-        if consistency is None or consistency == self._consistency:
+    def reading(self, consistency: ReadConsistency | None, *,
+                shard_keys: ShardKeys = None) -> DistributedCollection:
+        """This collection, read under ``consistency`` (Qdrant's read
+        consistency) from the shards of ``shard_keys`` (custom sharding)."""
+        consistency = consistency or self._consistency
+        if consistency == self._consistency and shard_keys == self._shard_keys:
             return self
-        return DistributedCollection(self._catalog, self.name, consistency)
+        return DistributedCollection(self._catalog, self.name, consistency, shard_keys)
 
     @property
     def created_at(self) -> datetime.datetime:
@@ -126,10 +131,10 @@ class DistributedCollection:
         except NotFound:
             return _EPOCH
 
-    def update(self, operation: Operation, *, wait: bool) -> UpdateResult:
+    def update(self, operation: Operation, *, wait: bool, shard_keys: ShardKeys = None) -> UpdateResult:
         # Validated for every shard before any shard writes (a shard's own checks see only its points).
         operation = prepare_operation(operation, config=self.config, retrieve=self.retrieve)
-        seq_no = self._catalog.call(self._router.write(self.name, operation))
+        seq_no = self._catalog.call(self._router.write(self.name, operation, shard_keys=shard_keys))
         return UpdateResult(operation_id=seq_no,
                             status=UpdateStatus.COMPLETED if wait else UpdateStatus.ACKNOWLEDGED)
 
@@ -139,28 +144,38 @@ class DistributedCollection:
     def query_batch(self, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
         for request in requests:
             self.config.vector_params(request.using, path="using")
-        return self._catalog.call(self._router.search(self.name, requests, consistency=self._consistency))
+        return self._catalog.call(self._router.search(self.name, requests, consistency=self._consistency,
+                                                      shard_keys=self._shard_keys))
 
     def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector,
                  with_vector: bool | tuple[str, ...]) -> list[Record]:
         return self._catalog.call(self._router.retrieve(self.name, ids, with_payload=with_payload,
-                                                        with_vector=with_vector, consistency=self._consistency))
+                                                        with_vector=with_vector, consistency=self._consistency,
+                                                      shard_keys=self._shard_keys))
 
     def scroll(self, *, filter: dict[str, Any] | None, limit: int, offset: PointId | None,
                order_by: OrderBy | None, with_payload: PayloadSelector,
                with_vector: bool | tuple[str, ...]) -> tuple[list[Record], PointId | None]:
         return self._catalog.call(self._router.scroll(self.name, filter=filter, limit=limit, offset=offset,
                                                       order_by=order_by, with_payload=with_payload,
-                                                      with_vector=with_vector, consistency=self._consistency))
+                                                      with_vector=with_vector, consistency=self._consistency,
+                                                      shard_keys=self._shard_keys))
 
     def count(self, *, filter: dict[str, Any] | None, exact: bool) -> int:
-        return self._catalog.call(self._router.count(self.name, filter=filter, consistency=self._consistency))
+        return self._catalog.call(self._router.count(self.name, filter=filter, consistency=self._consistency,
+                                                      shard_keys=self._shard_keys))
 
     def info(self) -> CollectionInfo:
         """This node's view: points across the cluster, index and segment
         figures of the local replicas."""
         local = self._catalog.local.collection(self.name).info()
         return dataclasses.replace(local, points_count=self.count(filter=None, exact=True))
+
+    def create_shard_key(self, key: int | str) -> None:
+        self._catalog.call(self._router.create_shard_key(self.name, key))
+
+    def delete_shard_key(self, key: int | str) -> None:
+        self._catalog.call(self._router.delete_shard_key(self.name, key))
 
     def cluster_operation(self, operation: str, raw: dict[str, Any]) -> None:
         self._catalog.call(run_cluster_operation(self._router, self.name, operation, raw))

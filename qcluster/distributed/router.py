@@ -29,7 +29,9 @@ from qcluster.cluster.commands import (
     AbortShardMove,
     AddReplica,
     CreateCollection,
+    CreateShardKey,
     DeleteCollection,
+    DeleteShardKey,
     DropReplica,
     SetAliases,
     StartShardMove,
@@ -53,11 +55,11 @@ from qcluster.distributed.resolve import resolve_count, resolve_records, resolve
 from qcluster.engine.merge import merge_scored
 from qcluster.engine.shard import LocalShard
 from qcluster.errors import AlreadyExists, InvalidRequest, NotFound, PreconditionFailed, QclusterError, ShardUnavailable
-from qcluster.operations import Operation
+from qcluster.operations import Operation, UpsertPoints
 from qcluster.replication.messages import ShardKey
 from qcluster.replication.primary import PrimaryWriter
 from qcluster.sharding import shard_of
-from qcluster.storage.collection import merge_scroll_pages, split_operation
+from qcluster.storage.collection import ids_that_must_exist, merge_scroll_pages, split_operation
 from qcluster.storage.config_codec import apply_patch
 from qcluster.storage.interface import AliasAction
 from qcluster.storage.toc import apply_alias_actions
@@ -78,6 +80,8 @@ from qcluster.types import (
 __all__ = ["Router"]
 
 T = TypeVar("T")
+ShardKeyValue = int | str
+ShardKeys = tuple[ShardKeyValue, ...] | None
 RunBlocking = Callable[..., Awaitable[Any]]
 
 _RETRY_PAUSE_S: Final = 0.25
@@ -126,12 +130,15 @@ class Router:
         if config.write_consistency_factor > config.replication_factor:
             raise InvalidRequest(f"write_consistency_factor ({config.write_consistency_factor}) must not exceed "
                                  f"replication_factor ({config.replication_factor})")
-        placement = place_shards(state, shard_count=config.shard_number,
-                                 replication_factor=config.replication_factor, seed=zlib.crc32(name.encode()))
+        # Custom sharding: no shards until a shard key is created.
+        placement = () if config.custom_sharding else place_shards(
+            state, shard_count=config.shard_number, replication_factor=config.replication_factor,
+            seed=zlib.crc32(name.encode()))
         result = await self.proposer.propose(CreateCollection(
             request_id=new_request_id("create-collection"), name=name, config=encode_config(config),
             shard_number=config.shard_number, replication_factor=config.replication_factor,
-            write_consistency_factor=config.write_consistency_factor, sharding_method=ShardingMethod.AUTO,
+            write_consistency_factor=config.write_consistency_factor,
+            sharding_method=ShardingMethod.CUSTOM if config.custom_sharding else ShardingMethod.AUTO,
             shard_keys=(), placement=placement))
         if not result.is_accepted:
             raise result.to_error()
@@ -195,6 +202,59 @@ class Router:
 
         await self._propose_on_current(make, "aliases")
 
+    # ------------------------------------------------------------- shard keys
+
+    async def create_shard_key(self, name: str, key: ShardKeyValue) -> None:
+        """A custom-sharded collection's new shard key: ``shard_number``
+        shards with ``replication_factor`` replicas each, placed like a new
+        collection's."""
+        collection = self.collection_state(name)
+        if collection.sharding_method is not ShardingMethod.CUSTOM:
+            raise InvalidRequest(f"shard_key: collection `{name}` does not use custom sharding")
+        if key in collection.shard_keys:
+            raise AlreadyExists(f"shard_key: collection `{name}` has shard key {key!r} already")
+        placement = place_shards(self.state(), shard_count=collection.shard_number,
+                                 replication_factor=collection.replication_factor,
+                                 seed=zlib.crc32(f"{name}/{key}".encode()))
+        result = await self.proposer.propose(CreateShardKey(request_id=new_request_id("create-shard-key"),
+                                                            collection=name, shard_key=key, placement=placement))
+        if not result.is_accepted:
+            raise result.to_error()
+        await self._reconciler.wait_for(result.version, timeout_s=_CREATE_TIMEOUT_S)
+
+    async def delete_shard_key(self, name: str, key: ShardKeyValue) -> None:
+        """Drop a shard key and every point in its shards."""
+        collection = self.collection_state(name)
+        if collection.sharding_method is not ShardingMethod.CUSTOM:
+            raise InvalidRequest(f"shard_key: collection `{name}` does not use custom sharding")
+        result = await self.proposer.propose(DeleteShardKey(request_id=new_request_id("delete-shard-key"),
+                                                            collection=name, shard_key=key))
+        if not result.is_accepted:
+            if result.code is ResultCode.NOT_FOUND:
+                raise NotFound(f"shard_key: collection `{name}` has no shard key {key!r}")
+            raise result.to_error()
+        await self._reconciler.wait_for(result.version, timeout_s=_CREATE_TIMEOUT_S)
+
+    def _groups(self, collection: CollectionState, shard_keys: ShardKeys) -> list[list[int]]:
+        """The shard ids a request reaches, one list per shard key it selects
+        (every key when None), each in hash-slot order; with auto sharding,
+        one list of every shard."""
+        if collection.sharding_method is ShardingMethod.AUTO:
+            if shard_keys is not None:
+                raise InvalidRequest(f"shard_key: collection `{collection.name}` does not use custom sharding")
+            return [sorted(collection.shards)]
+        groups = []
+        for key in collection.shard_keys if shard_keys is None else shard_keys:
+            if key not in collection.shard_keys:
+                raise NotFound(f"shard_key: collection `{collection.name}` has no shard key {key!r}")
+            groups.append(sorted(shard_id for shard_id, shard in collection.shards.items()
+                                 if shard.shard_key == key))
+        return groups
+
+    def _selected(self, collection: CollectionState, shard_keys: ShardKeys) -> list[tuple[int, ShardState]]:
+        shard_ids = sorted({shard_id for group in self._groups(collection, shard_keys) for shard_id in group})
+        return [(shard_id, collection.shards[shard_id]) for shard_id in shard_ids]
+
     # ----------------------------------------------------------------- writes
 
     async def primary_write(self, key: ShardKey, operation: Operation) -> int:
@@ -205,12 +265,20 @@ class Router:
                                    f"{key.collection!r}")
         return await self._writer.write(key, shard, operation)
 
-    async def write(self, name: str, operation: Operation) -> int:
-        """Route every part of ``operation`` to its primary; the highest seq_no once all are acknowledged."""
+    async def write(self, name: str, operation: Operation, *, shard_keys: ShardKeys = None) -> int:
+        """Route every part of ``operation`` to its primary; the highest seq_no
+        once all are acknowledged. With custom sharding each point goes to the
+        shard its hash slot picks among the shards of each selected key; a
+        write that adds or needs existing points must name its keys."""
         collection = self.collection_state(name)
+        if (collection.sharding_method is ShardingMethod.CUSTOM and shard_keys is None
+                and (isinstance(operation, UpsertPoints) or ids_that_must_exist(operation))):
+            raise InvalidRequest(f"shard_key: required to add or change points of collection `{name}` (custom "
+                                 "sharding)")
+        groups = self._groups(collection, shard_keys)
         parts = split_operation(operation, shard_number=collection.shard_number)
-        seq_nos = await asyncio.gather(*(self._write_part(ShardKey(name, shard_id), part)
-                                         for shard_id, part in parts.items()))
+        seq_nos = await asyncio.gather(*(self._write_part(ShardKey(name, group[index]), part)
+                                         for group in groups for index, part in parts.items()))
         return max(seq_nos, default=0)
 
     async def _write_part(self, key: ShardKey, operation: Operation) -> int:
@@ -312,9 +380,10 @@ class Router:
             raise NotFound(f"Collection `{name}` doesn't exist!")
         return state, collection
 
-    async def search(self, name: str, requests: list[QueryRequest], *,
-                     consistency: ReadConsistency | None = None) -> list[list[ScoredPoint]]:
+    async def search(self, name: str, requests: list[QueryRequest], *, consistency: ReadConsistency | None = None,
+                     shard_keys: ShardKeys = None) -> list[list[ScoredPoint]]:
         state, collection = self._shards(name)
+        selected = self._selected(collection, shard_keys)
         config = self.config(name)
         higher = [config.vectors[request.using].distance.higher_is_better for request in requests]
 
@@ -334,7 +403,7 @@ class Router:
                               lambda local: local.search_batch(asked),
                               lambda node_id, key=ShardKey(name, shard_id): self._remote.search(node_id, key, asked),
                               consistency, resolve)
-            for shard_id, shard in sorted(collection.shards.items())))
+            for shard_id, shard in selected))
         return [
             merge_scored([per_shard[position] for per_shard in answers], higher_is_better=higher[position],
                          offset=request.offset, limit=request.limit)
@@ -342,12 +411,15 @@ class Router:
         ]
 
     async def retrieve(self, name: str, ids: list[PointId], *, with_payload: PayloadSelector,
-                       with_vector: bool | tuple[str, ...],
-                       consistency: ReadConsistency | None = None) -> list[Record]:
+                       with_vector: bool | tuple[str, ...], consistency: ReadConsistency | None = None,
+                       shard_keys: ShardKeys = None) -> list[Record]:
         state, collection = self._shards(name)
+        groups = self._groups(collection, shard_keys)
         by_shard: dict[int, list[PointId]] = {}
         for point_id in dict.fromkeys(ids):
-            by_shard.setdefault(shard_of(point_id, shard_number=collection.shard_number), []).append(point_id)
+            index = shard_of(point_id, shard_number=collection.shard_number)
+            for group in groups:
+                by_shard.setdefault(group[index], []).append(point_id)
 
         async def one(shard_id: int, wanted: list[PointId]) -> list[Record]:
             key = ShardKey(name, shard_id)
@@ -364,9 +436,10 @@ class Router:
 
     async def scroll(self, name: str, *, filter: dict[str, Any] | None, limit: int, offset: PointId | None,
                      order_by: OrderBy | None, with_payload: PayloadSelector,
-                     with_vector: bool | tuple[str, ...],
-                     consistency: ReadConsistency | None = None) -> tuple[list[Record], PointId | None]:
+                     with_vector: bool | tuple[str, ...], consistency: ReadConsistency | None = None,
+                     shard_keys: ShardKeys = None) -> tuple[list[Record], PointId | None]:
         state, collection = self._shards(name)
+        selected = self._selected(collection, shard_keys)
 
         async def one(shard_id: int, shard: ShardState) -> tuple[list[Record], PointId | None]:
             key = ShardKey(name, shard_id)
@@ -380,12 +453,13 @@ class Router:
                 consistency, lambda pages, required: resolve_scroll_page(pages, required=required,
                                                                          order_by=order_by))
 
-        pages = await asyncio.gather(*(one(shard_id, shard) for shard_id, shard in sorted(collection.shards.items())))
+        pages = await asyncio.gather(*(one(shard_id, shard) for shard_id, shard in selected))
         return merge_scroll_pages(list(pages), limit=limit, order_by=order_by)
 
-    async def count(self, name: str, *, filter: dict[str, Any] | None,
-                    consistency: ReadConsistency | None = None) -> int:
+    async def count(self, name: str, *, filter: dict[str, Any] | None, consistency: ReadConsistency | None = None,
+                    shard_keys: ShardKeys = None) -> int:
         state, collection = self._shards(name)
+        selected = self._selected(collection, shard_keys)
 
         async def one(shard_id: int, shard: ShardState) -> int:
             key = ShardKey(name, shard_id)
@@ -394,7 +468,7 @@ class Router:
                                            consistency, lambda counts, required: resolve_count(counts,
                                                                                                required=required))
 
-        counts = await asyncio.gather(*(one(shard_id, shard) for shard_id, shard in collection.shards.items()))
+        counts = await asyncio.gather(*(one(shard_id, shard) for shard_id, shard in selected))
         return sum(counts)
 
 
@@ -418,10 +492,12 @@ class Router:
             for replica in shard.replicas:
                 shown = _QDRANT_STATES[replica.state]
                 if replica.node_id != self.node_id:
-                    remote_shards.append({"shard_id": shard_id, "peer_id": replica.node_id, "state": shown})
+                    remote_shards.append({"shard_id": shard_id, "shard_key": shard.shard_key,
+                                          "peer_id": replica.node_id, "state": shown})
                     continue
                 local = self._local.lookup(ShardKey(name, shard_id))
-                entry: dict[str, Any] = {"shard_id": shard_id, "points_count": 0, "state": shown}
+                entry: dict[str, Any] = {"shard_id": shard_id, "shard_key": shard.shard_key, "points_count": 0,
+                                         "state": shown}
                 if local is not None:
                     extra = await self._run(_describe_local, local, digest)
                     entry["points_count"] = extra.pop("points_count")

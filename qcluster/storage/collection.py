@@ -24,7 +24,7 @@ from qcluster.engine.optimizer import plan_task
 from qcluster.engine.shard import LocalShard
 from qcluster.engine.validation import prepare_points
 from qcluster.engine.wal import fsync_directory
-from qcluster.errors import NotFound
+from qcluster.errors import InvalidRequest, NotFound
 from qcluster.operations import (
     ClearPayload,
     CreateFieldIndex,
@@ -54,7 +54,7 @@ from qcluster.types import (
     point_id_sort_key,
 )
 
-__all__ = ["Collection", "merge_scroll_pages", "prepare_operation", "split_operation"]
+__all__ = ["Collection", "ids_that_must_exist", "merge_scroll_pages", "prepare_operation", "split_operation"]
 
 WithVector = bool | tuple[str, ...]
 
@@ -172,8 +172,10 @@ class Collection:
 
     # ------------------------------------------------------------------ writes
 
-    def update(self, operation: Operation, *, wait: bool) -> UpdateResult:
+    def update(self, operation: Operation, *, wait: bool,
+               shard_keys: tuple[int | str, ...] | None = None) -> UpdateResult:
         """Validate for every shard, then apply to each. Durable when it returns."""
+        self._no_shard_keys(shard_keys)
         operation = self._prepare(operation)
         seq_no = 0
         with self._update_lock:
@@ -227,10 +229,24 @@ class Collection:
             return CollectionStatus.GREY
         return CollectionStatus.GREEN
 
-    def reading(self, consistency: ReadConsistency | None) -> Collection:
+    def reading(self, consistency: ReadConsistency | None, *,
+                shard_keys: tuple[int | str, ...] | None = None) -> Collection:
         """Reads under a read ``consistency``: this node holds the only copy
-        of each of its shards, so every value reads the same."""
+        of each of its shards, so every value reads the same. A single node
+        has no custom sharding: no ``shard_keys``."""
+        self._no_shard_keys(shard_keys)
         return self
+
+    def create_shard_key(self, key: int | str) -> None:
+        self._no_shard_keys((key,))
+
+    def delete_shard_key(self, key: int | str) -> None:
+        self._no_shard_keys((key,))
+
+    def _no_shard_keys(self, shard_keys: tuple[int | str, ...] | None) -> None:
+        if shard_keys is not None:
+            raise InvalidRequest(f"shard_key: collection `{self.name}` does not use custom sharding "
+                                 "(custom sharding needs cluster mode)")
 
     def query(self, request: QueryRequest) -> list[ScoredPoint]:
         return self.query_batch([request])[0]
@@ -329,7 +345,7 @@ def prepare_operation(operation: Operation, *, config: CollectionConfig, retriev
             operation = UpdateVectors(points=prepare_points(points, config=config, is_upsert=False))
         case _:
             pass
-    ids = _ids_that_must_exist(operation)
+    ids = ids_that_must_exist(operation)
     if ids:
         nothing = PayloadSelector(enabled=False)
         found = {record.id for record in retrieve(list(ids), with_payload=nothing, with_vector=False)}
@@ -359,7 +375,7 @@ def split_operation(operation: Operation, *, shard_number: int) -> dict[int, Ope
             return {shard: operation for shard in range(shard_number)}
 
 
-def _ids_that_must_exist(operation: Operation) -> tuple[PointId, ...]:
+def ids_that_must_exist(operation: Operation) -> tuple[PointId, ...]:
     match operation:
         case UpdateVectors(points=points):
             return points.ids

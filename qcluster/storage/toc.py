@@ -135,6 +135,9 @@ class TableOfContents:
         """Create ``name`` with every shard, or (``distributed``, cluster mode)
         with none: the reconciler adds the shards placed on this node."""
         validate_name(name, path="collection_name")
+        if config.custom_sharding and not distributed:
+            raise InvalidRequest("sharding_method: custom sharding needs cluster mode (a single node has one "
+                                 "set of shards; filter on a tenant-keyed payload index instead)")
         with self._lock:
             if name in self._collections:
                 raise AlreadyExists(f"Collection `{name}` already exists!")

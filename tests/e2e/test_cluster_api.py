@@ -249,3 +249,76 @@ def test_aliases_and_collection_patches_are_cluster_wide(three_nodes: list[Node]
     assert clients[0].delete_collection(COLLECTION)
     for client in clients:
         _poll(lambda client=client: client.get_aliases().aliases == [], what="aliases gone with the collection")
+
+
+def test_custom_sharding_routes_by_shard_key(three_nodes: list[Node]) -> None:
+    clients = [QdrantClient(url=node.url, timeout=60, check_compatibility=False) for node in three_nodes]
+    name = "tenants"
+    clients[0].create_collection(name, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                                 shard_number=2, replication_factor=2, sharding_method=models.ShardingMethod.CUSTOM)
+    for index, key in enumerate(("a", "b", 7)):
+        assert clients[index].create_shard_key(name, key)
+    response = httpx.put(f"{three_nodes[0].url}/collections/{name}/shards", json={"shard_key": "a"}, timeout=30)
+    assert response.status_code == 409, response.text
+    info = httpx.get(f"{three_nodes[1].url}/collections/{name}/cluster", timeout=30).json()["result"]
+    keys = sorted(str(shard["shard_key"]) for shard in info["local_shards"] + info["remote_shards"])
+    assert keys == sorted(["a"] * 4 + ["b"] * 4 + ["7"] * 4), "2 shards × 2 replicas per key"
+
+    def points(ids: range) -> list[models.PointStruct]:
+        return [models.PointStruct(id=i, vector=[float(i % 5), 1.0, 0.0, 0.0], payload={"i": i}) for i in ids]
+
+    response = httpx.put(f"{three_nodes[0].url}/collections/{name}/points?wait=true", timeout=30,
+                         json={"points": [{"id": 1, "vector": [1, 1, 1, 1]}]})
+    assert response.status_code == 400 and "shard_key" in response.json()["status"]["error"], response.text
+    clients[0].upsert(name, points(range(0, 50)), shard_key_selector="a", wait=True)
+    clients[1].upsert(name, points(range(100, 130)), shard_key_selector="b", wait=True)
+    clients[2].upsert(name, points(range(200, 210)), shard_key_selector=7, wait=True)
+
+    for client in clients:
+        assert client.count(name, shard_key_selector="a").count == 50
+        assert client.count(name, shard_key_selector=["b", 7]).count == 40
+        assert client.count(name).count == 90
+        found = client.query_points(name, query=[1.0, 0.0, 0.0, 0.0], limit=100, shard_key_selector="b").points
+        assert sorted(point.id for point in found) == list(range(100, 130))
+        assert [record.id for record in client.retrieve(name, [0, 100, 200], shard_key_selector="b")] == [100]
+        assert sorted(record.id for record in client.retrieve(name, [0, 100, 200])) == [0, 100, 200]
+        page, _next = client.scroll(name, limit=100, shard_key_selector=7)
+        assert [record.id for record in page] == list(range(200, 210))
+    grpc_client = QdrantClient(url=three_nodes[2].url, grpc_port=three_nodes[2].grpc_port, prefer_grpc=True,
+                               timeout=30, check_compatibility=False)
+    assert grpc_client.count(name, shard_key_selector="a").count == 50
+    assert len(grpc_client.query_points(name, query=[1.0, 0, 0, 0], limit=5, shard_key_selector=7).points) == 5
+    response = httpx.post(f"{three_nodes[0].url}/collections/{name}/points/count", timeout=30,
+                          json={"shard_key": "nope"})
+    assert response.status_code == 404 and "nope" in response.json()["status"]["error"], response.text
+
+    # Dropping a key drops its points and its replicas on every node.
+    assert clients[1].delete_shard_key(name, "a")
+    for client in clients:
+        assert client.count(name).count == 40
+    info = httpx.get(f"{three_nodes[0].url}/collections/{name}/cluster", timeout=30).json()["result"]
+    assert "a" not in {shard["shard_key"] for shard in info["local_shards"] + info["remote_shards"]}
+    # A collection with automatic sharding takes no shard key.
+    clients[0].create_collection("auto", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT))
+    response = httpx.put(f"{three_nodes[0].url}/collections/auto/points", timeout=30,
+                         json={"points": [{"id": 1, "vector": [1, 1, 1, 1]}], "shard_key": "a"})
+    assert response.status_code == 400 and "custom sharding" in response.json()["status"]["error"], response.text
+
+
+def test_a_single_node_refuses_custom_sharding_clearly(node: Node) -> None:
+    body = {"vectors": {"size": 4, "distance": "Dot"}, "sharding_method": "custom"}
+    response = httpx.put(f"{node.url}/collections/c", json=body, timeout=30)
+    assert response.status_code == 400 and "sharding_method" in response.json()["status"]["error"], response.text
+    response = httpx.put(f"{node.url}/collections/c", json={**body, "sharding_method": "random"}, timeout=30)
+    assert response.status_code == 400 and "sharding_method" in response.json()["status"]["error"]
+    assert httpx.put(f"{node.url}/collections/c", json={"vectors": body["vectors"]}, timeout=30).status_code == 200
+    response = httpx.put(f"{node.url}/collections/c/shards", json={"shard_key": "a"}, timeout=30)
+    assert response.status_code == 400 and "shard_key" in response.json()["status"]["error"], response.text
+    response = httpx.put(f"{node.url}/collections/c/shards", json={"shard_key": ""}, timeout=30)
+    assert response.status_code == 400 and "shard_key" in response.json()["status"]["error"]
+    response = httpx.post(f"{node.url}/collections/c/points/query", json={"query": [1, 0, 0, 0], "shard_key": "a"},
+                          timeout=30)
+    assert response.status_code == 400 and "shard_key" in response.json()["status"]["error"]
+    response = httpx.post(f"{node.url}/collections/c/points/query?consistency=all", json={"query": [1, 0, 0, 0]},
+                          timeout=30)
+    assert response.status_code == 200, "one copy of each shard: every consistency reads the same"

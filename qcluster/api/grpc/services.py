@@ -127,11 +127,32 @@ def _update_cluster_setup(toc: TableOfContents, request: pb.UpdateCollectionClus
     return pb.UpdateCollectionClusterSetupResponse(result=result)
 
 
+def _shard_key_raw(key: Any) -> Any:
+    return _converted(C.GrpcToRest.convert_shard_key, key)
+
+
+def _create_shard_key(toc: TableOfContents, request: pb.CreateShardKeyRequest) -> Message:
+    spec = request.request
+    raw: dict[str, Any] = {"shard_key": _shard_key_raw(spec.shard_key)}
+    for field in ("shards_number", "replication_factor"):
+        if spec.HasField(field):
+            raw[field] = getattr(spec, field)
+    if spec.placement:
+        raw["placement"] = list(spec.placement)
+    return pb.CreateShardKeyResponse(result=actions.create_shard_key(toc, name=_name(request), raw=raw))
+
+
+def _delete_shard_key(toc: TableOfContents, request: pb.DeleteShardKeyRequest) -> Message:
+    raw = {"shard_key": _shard_key_raw(request.request.shard_key)}
+    return pb.DeleteShardKeyResponse(result=actions.delete_shard_key(toc, name=_name(request), raw=raw))
+
+
 _COLLECTIONS: Final[dict[str, SyncRpc]] = {
     "List": _list, "Get": _get, "Create": _create, "Update": _update, "Delete": _delete_collection,
     "CollectionExists": _exists, "UpdateAliases": _update_aliases,
     "ListCollectionAliases": _collection_aliases, "ListAliases": _all_aliases,
     "CollectionClusterInfo": _cluster_info, "UpdateCollectionClusterSetup": _update_cluster_setup,
+    "CreateShardKey": _create_shard_key, "DeleteShardKey": _delete_shard_key,
 }
 
 # ------------------------------------------------------------------ writes

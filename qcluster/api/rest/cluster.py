@@ -39,6 +39,18 @@ async def update_collection_cluster(request: web.Request) -> Any:
     return await run_with_body(request, actions.update_cluster_setup, name=name)
 
 
+async def create_shard_key(request: web.Request) -> Any:
+    name = _name(request)
+    timeout_param(request)
+    return await run_with_body(request, actions.create_shard_key, name=name)
+
+
+async def delete_shard_key(request: web.Request) -> Any:
+    name = _name(request)
+    timeout_param(request)
+    return await run_with_body(request, actions.delete_shard_key, name=name)
+
+
 _C = "/collections/{collection_name}"
 
 ROUTES = (
@@ -51,4 +63,10 @@ ROUTES = (
     Route("POST", f"{_C}/cluster", update_collection_cluster, "update_collection_cluster",
           "Move, replicate or drop shards (409: cluster mode is not enabled)",
           request_schema="ClusterOperations", result_schema="Bool", query_params=("timeout",)),
+    Route("PUT", f"{_C}/shards", create_shard_key, "create_shard_key",
+          "Create a shard key of a collection with custom sharding (cluster mode)",
+          request_schema="CreateShardingKey", result_schema="Bool", query_params=("timeout",)),
+    Route("POST", f"{_C}/shards/delete", delete_shard_key, "delete_shard_key",
+          "Delete a shard key and the points in its shards (cluster mode)",
+          request_schema="DropShardingKey", result_schema="Bool", query_params=("timeout",)),
 )

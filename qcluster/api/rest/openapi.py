@@ -143,6 +143,9 @@ SCHEMAS: Final[dict[str, Any]] = {
         "remote_shards": _array(_OBJ), "shard_transfers": _array(_OBJ),
     }, required=("peer_id", "shard_count", "local_shards", "remote_shards", "shard_transfers")),
     # Exactly one key; every operation answers 409 on a single node.
+    "CreateShardingKey": _object({"shard_key": {"anyOf": [_STR, _INT]}, "shards_number": _INT,
+                                  "replication_factor": _INT}, required=("shard_key",)),
+    "DropShardingKey": _object({"shard_key": {"anyOf": [_STR, _INT]}}, required=("shard_key",)),
     "ClusterOperations": {"anyOf": [_object({key: _OBJ}, required=(key,)) for key in CLUSTER_OPERATIONS]},
 }
 

@@ -38,6 +38,7 @@ __all__ = [
     "point_ids",
     "read_consistency",
     "reject_unsupported",
+    "shard_key_selector",
     "vector_selector",
 ]
 
@@ -287,3 +288,30 @@ def read_consistency(raw: Any, *, path: str = "consistency") -> ReadConsistency 
         return ReadConsistency(kind=_CONSISTENCY_NAMES[raw.strip().lower()])
     raise InvalidRequest(f"{path}: expected a replica count or one of {', '.join(_CONSISTENCY_NAMES)}, "
                          f"got {raw!r}")
+
+
+SHARD_KEY_LENGTH_MAX: Final = 255
+SHARD_KEYS_PER_REQUEST_MAX: Final = 100
+
+
+def shard_key(raw: Any, *, path: str) -> int | str:
+    """One shard key: a keyword (1 to 255 characters) or an unsigned integer."""
+    if isinstance(raw, str) and 0 < len(raw) <= SHARD_KEY_LENGTH_MAX:
+        return raw
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**64:
+        return raw
+    raise InvalidRequest(f"{path}: expected a keyword of 1 to {SHARD_KEY_LENGTH_MAX} characters or an unsigned "
+                         f"integer, got {raw!r}")
+
+
+def shard_key_selector(raw: Any, *, path: str = "shard_key") -> tuple[int | str, ...] | None:
+    """A request's ``shard_key``: one key or a list of keys (None when absent)."""
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        if not 0 < len(raw) <= SHARD_KEYS_PER_REQUEST_MAX:
+            raise InvalidRequest(f"{path}: expected 1 to {SHARD_KEYS_PER_REQUEST_MAX} shard keys, got {len(raw)}")
+        return tuple(dict.fromkeys(shard_key(item, path=f"{path}[{index}]") for index, item in enumerate(raw)))
+    if isinstance(raw, dict):
+        raise InvalidRequest(f"{path}: a selector object (fallback/target) is not supported; give a key or a list")
+    return (shard_key(raw, path=path),)

@@ -168,6 +168,7 @@ def _collection_params(raw: dict[str, Any]) -> dict[str, Any]:
         "write_consistency_factor": get_int(raw, "write_consistency_factor", path="", default=1, minimum=1,
                                             maximum=_REPLICATION_FACTOR_MAX),
         "on_disk_payload": get_bool(raw, "on_disk_payload", path="", default=True),
+        "custom_sharding": raw.get("sharding_method") == "custom",
     }
     if params["write_consistency_factor"] > params["replication_factor"]:
         raise InvalidRequest("write_consistency_factor: must not exceed replication_factor")
@@ -181,8 +182,8 @@ def parse_create_collection(raw: dict[str, Any]) -> CollectionConfig:
         raise InvalidRequest("sparse_vectors: sparse vectors are not supported by qcluster")
     reject_unsupported(raw, ("quantization_config", "strict_mode_config", "metadata", "init_from", "payload",
                              "id_tracker"), path="")
-    if raw.get("sharding_method") not in (None, "auto"):
-        raise InvalidRequest("sharding_method: only 'auto' is supported by qcluster")
+    if raw.get("sharding_method") not in (None, "auto", "custom"):
+        raise InvalidRequest(f"sharding_method: expected auto or custom, got {raw.get('sharding_method')!r}")
     if raw.get("vectors") is None:
         raise InvalidRequest("vectors: missing required field")
     vectors, is_named = _vectors(raw["vectors"], path="vectors")

@@ -83,6 +83,7 @@ def render_collection_config(config: CollectionConfig) -> dict[str, Any]:
         "params": {
             "vectors": render_vectors_config(config),
             "shard_number": config.shard_number,
+            "sharding_method": "custom" if config.custom_sharding else "auto",
             "replication_factor": config.replication_factor,
             "write_consistency_factor": config.write_consistency_factor,
             "on_disk_payload": config.on_disk_payload,
