@@ -85,6 +85,10 @@ class ClusterSettings:
     p2p_port: int = 6335
     # The other members of the initial cluster: "host:p2p_port,host:p2p_port".
     peers: str | None = None
+    # A member of a running cluster ("host:p2p_port") this node joins through:
+    # it asks that member for the current members and to be added
+    # (consensus/join.py). With ``peers`` too, those are asked when it does not answer.
+    join: str | None = None
     # Required in cluster mode: authenticates and encrypts Raft and internal traffic.
     secret: str | None = None
     # The Raft leader marks a node dead when it has had no connection to it
@@ -103,6 +107,10 @@ class ClusterSettings:
 
     def peer_addresses(self) -> tuple[str, ...]:
         return tuple(sorted({item.strip() for item in (self.peers or "").split(",") if item.strip()}))
+
+    def join_address(self) -> str | None:
+        """``join`` without surrounding blanks; None when not joining."""
+        return None if self.join is None else self.join.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +267,9 @@ def _check_address(address: str, *, key: str) -> None:
 def _validate_cluster(settings: Settings) -> None:
     cluster = settings.cluster
     if not cluster.is_enabled:
+        if cluster.join is not None:
+            raise ConfigError("cluster.join: joining a cluster needs cluster.node_id (--node-id) and "
+                              "cluster.secret (--cluster-secret)")
         if cluster.peers or cluster.secret or cluster.p2p_host:
             raise ConfigError("cluster.node_id: required when cluster.peers, cluster.secret or cluster.p2p_host "
                               "is set (cluster mode starts with --node-id)")
@@ -278,6 +289,9 @@ def _validate_cluster(settings: Settings) -> None:
         raise ConfigError(f"cluster.p2p_port: {cluster.p2p_port} is not a TCP port")
     if cluster.p2p_port in (settings.service.http_port, settings.service.grpc_port):
         raise ConfigError("cluster.p2p_port: must differ from service.http_port and service.grpc_port")
+    if cluster.join is not None and not cluster.secret:
+        raise ConfigError("cluster.join: joining a cluster needs cluster.secret (--cluster-secret), the secret "
+                          "the members' Raft ports accept")
     if not cluster.secret or len(cluster.secret) < _CLUSTER_SECRET_LENGTH_MIN:
         raise ConfigError(f"cluster.secret: cluster mode needs a shared secret of at least "
                           f"{_CLUSTER_SECRET_LENGTH_MIN} characters (--cluster-secret): without it anyone who "
@@ -288,6 +302,12 @@ def _validate_cluster(settings: Settings) -> None:
     _check_address(settings.p2p_address, key="cluster.p2p_host")
     for peer in cluster.peer_addresses():
         _check_address(peer, key="cluster.peers")
+    join = cluster.join_address()
+    if join is not None:
+        _check_address(join, key="cluster.join")
+        if join == settings.p2p_address:
+            raise ConfigError(f"cluster.join: {join!r} is this node's own p2p address; give the address of a "
+                              "member of the running cluster")
 
 
 def load_settings(

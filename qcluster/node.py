@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import threadpoolctl
 from aiohttp import web
@@ -36,6 +36,9 @@ from qcluster.cluster.commands import AddNode, MarkNodeAlive, MarkNodeDead
 from qcluster.cluster.state import Liveness, NodeInfo, ResultCode
 from qcluster.config import Settings
 from qcluster.errors import QclusterError
+
+if TYPE_CHECKING:
+    from qcluster.consensus import RaftNode
 
 __all__ = ["run_node", "serve"]
 
@@ -77,36 +80,82 @@ _LIVENESS_PERIOD_S: Final = 0.5
 class _ClusterMember:
     """Cluster mode: this node's Raft member and its entry in the ClusterState.
 
-    Topology only, for now: the Raft group forms, elects a leader and records
-    every node (``AddNode``, proposed by the node itself with a request id
-    derived from its id, so a restart that proposes it again changes
-    nothing). Collections are not distributed yet (docs/architecture.md).
+    The Raft group forms (or, with ``cluster.join``, this node joins it through
+    a member: ``consensus/join.py``), and the node records itself with
+    ``AddNode``, proposed by itself with a request id derived from its id, so
+    a restart that proposes it again changes nothing.
     """
 
     def __init__(self, settings: Settings, runtime: Any) -> None:
-        from qcluster.consensus import RaftNode, RaftSettings  # noqa: PLC0415 - pysyncobj only in cluster mode
+        from qcluster.consensus import JoinSettings  # noqa: PLC0415 - pysyncobj only in cluster mode
 
         cluster = settings.cluster
         assert cluster.node_id is not None and cluster.secret is not None
         self.node_id = cluster.node_id
         self._settings = settings
+        self._secret = cluster.secret
         self.p2p_address = settings.p2p_address
         advertised_host = self.p2p_address.rpartition(":")[0]
         self.http_address = f"{advertised_host}:{settings.service.http_port}"
         self.grpc_address = f"{advertised_host}:{settings.service.grpc_port}"
-        peers = tuple(peer for peer in cluster.peer_addresses() if peer != self.p2p_address)
-        self.raft = RaftNode(RaftSettings(node_id=cluster.node_id, p2p_address=self.p2p_address,
-                                          peer_addresses=peers, cluster_secret=cluster.secret,
-                                          data_dir=settings.data_dir))
+        self._static_peers = tuple(peer for peer in cluster.peer_addresses() if peer != self.p2p_address)
+        join_address = cluster.join_address()
+        # With cluster.join: ask the join address first, then the static peers.
+        self._join = None if join_address is None else JoinSettings(
+            self_address=self.p2p_address, cluster_secret=cluster.secret,
+            contact_addresses=(join_address, *(peer for peer in self._static_peers if peer != join_address)))
+        self._raft: RaftNode | None = None  # built by join(), once the peers are known
         self._dead_after_s = cluster.dead_after_s
         self._tasks: list[asyncio.Task[None]] = []
         self.runtime = runtime
 
+    @property
+    def raft(self) -> RaftNode:
+        raft = self._raft
+        assert raft is not None, "the raft member is built by join()"
+        return raft
+
+    async def join(self) -> None:
+        """Start this node's Raft member: with the static peers, or, with
+        ``cluster.join``, with the members a member reports, and then ask to be
+        added unless this node already is one (a restart). Raises
+        ``QclusterError`` (the node stops) when the join fails within its bound.
+
+        Cancel safety: ``close()`` afterwards stops whatever was started; an
+        add already asked for may still be committed (a restart with the same
+        flags then finds this node among the members).
+        """
+        from qcluster.consensus import (  # noqa: PLC0415 - pysyncobj only in cluster mode
+            RaftNode,
+            RaftSettings,
+            discover_members,
+            request_membership,
+        )
+
+        assert self._raft is None, "joined twice"
+        join = self._join
+        members = None
+        if join is not None:
+            _log.info("joining the cluster", extra={"p2p": self.p2p_address, "contacts": list(join.contact_addresses)})
+            members = await discover_members(join)
+            _log.info("cluster members", extra={"contact": members.contact_address, "leader": members.leader_address,
+                                                "members": list(members.member_addresses)})
+        peers = self._static_peers if members is None else members.peers_of(self.p2p_address)
+        self._raft = RaftNode(RaftSettings(node_id=self.node_id, p2p_address=self.p2p_address, peer_addresses=peers,
+                                           cluster_secret=self._secret, data_dir=self._settings.data_dir))
+        await self._raft.start()
+        if join is None or members is None:
+            return
+        if members.includes(self.p2p_address):
+            _log.info("already a member of the cluster: not asking to be added", extra={"p2p": self.p2p_address})
+            return
+        joined = await request_membership(join, members)
+        _log.info("added to the cluster", extra={"p2p": self.p2p_address, "members": list(joined.member_addresses)})
+
     async def start(self, toc: Any) -> Any:
-        """Start Raft and the distributed runtime; returns the catalog the API serves."""
+        """After ``join``: start the distributed runtime; returns the catalog the API serves."""
         from qcluster.distributed.runtime import RaftAccess  # noqa: PLC0415 - cluster mode only
 
-        await self.raft.start()
         raft = self.raft
         catalog = await self.runtime.start(toc=toc, raft=RaftAccess(
             state=raft.state, propose=lambda command, timeout_s: raft.propose(command, timeout_s=timeout_s),
@@ -166,14 +215,19 @@ class _ClusterMember:
                     raise
                 await asyncio.sleep(_REGISTER_RETRY_S)  # no leader or quorum yet
                 continue
+            # Accepted may be the remembered result of an earlier AddNode with
+            # this request id (this node before a restart, or another node
+            # started with the same id): only the recorded address tells.
             known = self.raft.state().nodes.get(self.node_id)
-            if result.is_accepted or (result.code is ResultCode.ALREADY_EXISTS and known is not None
-                                      and known.p2p_address == self.p2p_address):
+            is_this_node = known is not None and known.p2p_address == self.p2p_address
+            if is_this_node and (result.is_accepted or result.code is ResultCode.ALREADY_EXISTS):
                 _log.info("cluster member registered", extra={"node_id": self.node_id, "p2p": self.p2p_address})
                 await self.runtime.on_registered()
                 return
+            reason = result.message if known is None or not result.is_accepted else (
+                f"node {self.node_id} is registered with p2p address {known.p2p_address}")
             _log.error("cannot register this node in the cluster",
-                       extra={"node_id": self.node_id, "p2p": self.p2p_address, "reason": result.message})
+                       extra={"node_id": self.node_id, "p2p": self.p2p_address, "reason": reason})
             return
 
     def status_json(self) -> dict[str, Any]:
@@ -205,7 +259,8 @@ class _ClusterMember:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.runtime.close()
-        await self.raft.close(timeout_s=_RAFT_CLOSE_TIMEOUT_S)
+        if self._raft is not None:
+            await self._raft.close(timeout_s=_RAFT_CLOSE_TIMEOUT_S)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
@@ -230,24 +285,78 @@ async def _close_storage(state: NodeState, executor: concurrent.futures.ThreadPo
     return True
 
 
-async def _load_storage(state: NodeState, settings: Settings, stop: asyncio.Event) -> bool:
-    """Open storage in a thread; returns False if it failed (already logged)."""
+async def _load_storage(state: NodeState, settings: Settings, stop: asyncio.Event) -> Any | None:
+    """Open storage in a thread; returns the table of contents, or None if it
+    failed (already logged). The caller publishes it (``state.toc``)."""
     loop = asyncio.get_running_loop()
     opening = loop.run_in_executor(state.executor, _open_toc, settings.data_dir)
     try:
-        toc = await opening
+        toc: Any = await opening
     except Exception:  # noqa: BLE001 - reported, and the node exits non-zero
         _log.exception("cannot open storage", extra={"data_dir": str(settings.data_dir)})
-        return False
-    state.toc = toc  # type: ignore[assignment]
+        return None
     # Loaded payloads are a large, long-lived heap (1M points: ~1M dicts, a
     # 136 ms full collection); keep them out of the cyclic GC's generations.
     gc.freeze()
     _log.info("storage loaded", extra={"data_dir": str(settings.data_dir),
-                                       "collections": len(state.toc.collection_names())})  # type: ignore[union-attr]
+                                       "collections": len(toc.collection_names())})
     if stop.is_set():
         _log.info("stop requested while loading")
-    return True
+    return toc
+
+
+async def _start_member(member: _ClusterMember, toc: Any, stop: asyncio.Event) -> tuple[Any | None, int]:
+    """Join the cluster and start the member, unless a stop comes first
+    (joining may wait for a member or a leader, up to its bound).
+
+    Returns (the catalog the API serves, 0), or (None, exit code): 0 when
+    stopped while joining, 1 when the join or the start failed (logged). The
+    caller closes the member either way.
+    """
+
+    async def join_and_start() -> Any:
+        await member.join()
+        return await member.start(toc)
+
+    starting = asyncio.create_task(join_and_start(), name="qcluster-join")
+    stopping = asyncio.create_task(stop.wait(), name="qcluster-stop-while-joining")
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, QclusterError):
+            await starting
+        _log.info("stop requested while joining the cluster")
+        return None, 0
+    try:
+        return starting.result(), 0
+    except QclusterError as error:
+        _log.error("cannot start the cluster member", extra={"node_id": member.node_id, "p2p": member.p2p_address,
+                                                             "error": error.message})
+        return None, 1
+
+
+async def _serve(state: NodeState, settings: Settings, member: _ClusterMember | None, stop: asyncio.Event) -> int:
+    """Load storage, give the API its catalog — in cluster mode the distributed
+    one, once this node is a member (until then /readyz answers 503) — and
+    serve until a stop. Returns the exit code."""
+    toc = await _load_storage(state, settings, stop)
+    if toc is None:
+        return 1
+    if member is None:
+        state.toc = toc
+    else:
+        catalog, exit_code = await _start_member(member, toc, stop)
+        state.toc = toc if catalog is None else catalog  # storage is closed through either at shutdown
+        if catalog is None:
+            return exit_code
+        state.cluster_status = member.status_json
+        _log.info("cluster mode", extra={"node_id": member.node_id, "p2p": member.p2p_address})
+    _log.info("node ready")
+    await stop.wait()
+    return 0
 
 
 _storage_left_running = False
@@ -280,6 +389,7 @@ async def run_node(settings: Settings) -> int:
                                  write_timeout_s=cluster.write_timeout_s,
                                  internal_deadline_s=cluster.internal_deadline_s,
                                  replica_grace_s=cluster.replica_grace_s)
+        member = _ClusterMember(settings, runtime)  # joins once storage is loaded
     try:
         try:
             await site.start()
@@ -291,21 +401,7 @@ async def run_node(settings: Settings) -> int:
             return 1
         _log.info("listening", extra={"host": settings.service.host, "http_port": settings.service.http_port,
                                       "grpc_port": grpc_port})
-        if await _load_storage(state, settings, stop):
-            if runtime is not None:
-                member = _ClusterMember(settings, runtime)
-                try:
-                    state.toc = await member.start(state.toc)
-                except QclusterError as error:
-                    _log.error("cannot start the cluster member", extra={"error": error.message})
-                    member = None
-                    return 1
-                state.cluster_status = member.status_json
-                _log.info("cluster mode", extra={"node_id": member.node_id, "p2p": member.p2p_address})
-            _log.info("node ready")
-            await stop.wait()
-        else:
-            exit_code = 1
+        exit_code = await _serve(state, settings, member, stop)
         _log.info("shutting down")
     finally:
         if member is not None:

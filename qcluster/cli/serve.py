@@ -67,6 +67,10 @@ def add_parser(commands: Any) -> None:
     cluster.add_argument("--peers", default=None,
                          help="members of the initial cluster, HOST:P2P,HOST:P2P (this node's own address may be "
                               "listed too, so every member can share one list) (cluster.peers)")
+    cluster.add_argument("--join", default=None, metavar="HOST:P2P",
+                         help="join a running cluster through this member's p2p (Raft) address: the node asks it "
+                              "for the members and to be added; --peers, if given, are asked when it does not "
+                              "answer (cluster.join)")
     cluster.add_argument("--cluster-secret", default=None, help="shared secret, required (cluster.secret)")
     serve.set_defaults(run=run)
 
@@ -77,7 +81,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         "storage": {"data_dir": args.data_dir},
         "log": {"level": args.log_level},
         "cluster": {"node_id": args.node_id, "p2p_host": args.p2p_host, "p2p_port": args.p2p_port,
-                    "peers": args.peers, "secret": args.cluster_secret},
+                    "peers": args.peers, "join": args.join, "secret": args.cluster_secret},
     }
     return load_settings(config_file=args.config, environ=os.environ, overrides=overrides)
 

@@ -1,7 +1,9 @@
 """Cluster mode, topology: three ``qcluster serve --node-id`` processes on
 loopback form a Raft group by themselves whatever order they start in, elect
 a leader, fail over after kill -9 of the leader, and take a restarted node
-back as itself. Distributed collections: ``test_cluster_replication.py``."""
+back as itself; a fourth node joins the running group with ``--join`` only,
+rejoins as itself after kill -9, and a join with a wrong secret fails.
+Distributed collections: ``test_cluster_replication.py``."""
 
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ pytestmark = pytest.mark.e2e
 
 SECRET = "formation-test-secret"
 AGREE_WITHIN_S = 15.0
+REBALANCE_WITHIN_S = 30.0
+COLLECTION = "joined"
+POINTS = 40
 
 
 def _status(node: Node) -> dict[str, Any] | None:
@@ -105,10 +110,116 @@ def test_three_nodes_form_fail_over_and_rejoin(three_nodes: list[Node]) -> None:
     assert rejoined is not None and rejoined["raft_info"]["role"] == "Follower"
 
 
+def _p2p_address(node: Node) -> str:
+    return f"127.0.0.1:{node.extra_args[node.extra_args.index('--p2p-port') + 1]}"
+
+
+def _members_everywhere(nodes: list[Node], addresses: list[str]) -> None:
+    """Poll until every node's Raft members are exactly ``addresses``."""
+    deadline = time.monotonic() + AGREE_WITHIN_S
+    seen: list[Any] = []
+    while time.monotonic() < deadline:
+        seen = [_status(node) for node in nodes]
+        if all(status is not None and sorted(status["qcluster"]["members"]) == sorted(addresses) for status in seen):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"members are not {sorted(addresses)} everywhere within {AGREE_WITHIN_S} s: {seen}")
+
+
+def _create_collection(node: Node) -> None:
+    url = f"{node.url}/collections/{COLLECTION}"
+    created = httpx.put(url, json={"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 4,
+                                   "replication_factor": 1}, timeout=30)
+    assert created.status_code == 200, created.text
+    points = [{"id": index, "vector": [float(index % 5 + 1), 1.0, float(index % 3), 0.5]} for index in range(POINTS)]
+    written = httpx.put(f"{url}/points", params={"wait": "true"}, json={"points": points}, timeout=30)
+    assert written.status_code == 200, written.text
+
+
+def _rebalance_onto(joiner: Node) -> None:
+    """``rebalance`` moves replicas onto the joined node; every point stays readable."""
+    url = f"{joiner.url}/collections/{COLLECTION}"
+    moved = httpx.post(f"{url}/cluster", json={"rebalance": {}}, timeout=30)
+    assert moved.status_code == 200, moved.text
+    deadline = time.monotonic() + REBALANCE_WITHIN_S
+    info: Any = None
+    while time.monotonic() < deadline:
+        info = httpx.get(f"{url}/cluster", timeout=10).json()["result"]
+        holders = [shard["replicas"] for shard in info["qcluster"]["shards"]]
+        if (any("4" in replicas for replicas in holders) and info["local_shards"]
+                and all(set(replicas.values()) == {"active"} and len(replicas) == 1 for replicas in holders)):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"no replica moved onto the joined node within {REBALANCE_WITHIN_S} s: {info}")
+    counted = httpx.post(f"{url}/points/count", json={"exact": True}, timeout=30)
+    assert counted.status_code == 200 and counted.json()["result"]["count"] == POINTS, counted.text
+
+
+def test_a_fourth_node_joins_with_join_only_and_rejoins_as_itself(
+    tmp_path: pathlib.Path, three_nodes: list[Node]
+) -> None:
+    for node in three_nodes:
+        node.start()
+    _agreed_leader(three_nodes, members=3)
+    _create_collection(three_nodes[0])  # before the join: its replicas are on the three
+    term_before = max(status["raft_info"]["term"] for status in map(_status, three_nodes) if status is not None)
+    joiner = Node(data_dir=tmp_path / "node4", log_path=tmp_path / "node4.log",
+                  extra_args=["--node-id", "4", "--p2p-port", str(free_port()), "--join",
+                              _p2p_address(three_nodes[0]), "--cluster-secret", SECRET],
+                  extra_env={"QCLUSTER__CLUSTER__DEAD_AFTER_S": "1"})
+    everyone = [*three_nodes, joiner]
+    try:
+        started = time.monotonic()
+        joiner.start()  # ready once it is a member
+        leader = _agreed_leader(everyone, members=4)
+        joined_s = time.monotonic() - started
+        addresses = [_p2p_address(node) for node in everyone]
+        _members_everywhere(everyone, addresses)
+        status = _status(joiner)
+        assert status is not None and sorted(status["peers"]) == ["1", "2", "3", "4"]
+        assert sorted(status["qcluster"]["members"]) == sorted(addresses)
+        term_after = status["raft_info"]["term"]
+        print(f"joined in {joined_s:.2f} s; leader {leader}, term {term_before} -> {term_after}")
+        assert "added to the cluster" in joiner.log_path.read_text()
+        _rebalance_onto(joiner)
+
+        joiner.kill()  # kill -9, then the same id, address and data dir: rejoins as itself
+        _wait_liveness(three_nodes, 4, "dead")
+        joiner.start()
+        _agreed_leader(everyone, members=4)
+        _members_everywhere(everyone, addresses)  # no second entry for the same node
+        _wait_liveness(everyone, 4, "alive")
+        assert "already a member of the cluster" in joiner.log_path.read_text()
+
+        # A wrong secret: the node cannot join, says why and exits non-zero; nothing changes.
+        stranger_log = tmp_path / "node5.log"
+        command = [sys.executable, "-m", "qcluster", "serve", "--data-dir", str(tmp_path / "node5"),
+                   "--host", "127.0.0.1", "--http-port", str(free_port()), "--grpc-port", str(free_port()),
+                   "--node-id", "5", "--p2p-port", str(free_port()), "--join", _p2p_address(three_nodes[1]),
+                   "--cluster-secret", "not-the-cluster-secret"]
+        started = time.monotonic()
+        with stranger_log.open("wb") as log:
+            result = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=60,
+                                    check=False)
+        refused_s = time.monotonic() - started
+        output = stranger_log.read_text()
+        assert result.returncode == 1, output
+        assert "cannot join the cluster" in output and "--cluster-secret" in output, output
+        assert refused_s < 30, refused_s
+        print(f"wrong secret refused in {refused_s:.1f} s")
+        _agreed_leader(everyone, members=4)
+        _members_everywhere(everyone, addresses)
+    finally:
+        stop_all([joiner])
+
+
 @pytest.mark.parametrize(("arguments", "message"), [
     (["--node-id", "1", "--p2p-port", "7999"], "cluster.secret"),
     (["--peers", "127.0.0.1:7001"], "cluster.node_id"),
     (["--node-id", "1", "--cluster-secret", "long-enough-secret", "--host", "0.0.0.0"], "cluster.p2p_host"),
+    (["--join", "127.0.0.1:7001"], "cluster.join"),
+    (["--node-id", "5", "--cluster-secret", "long-enough-secret", "--join", "127.0.0.1"], "cluster.join"),
 ])
 def test_cluster_mode_configuration_errors(tmp_path: pathlib.Path, arguments: list[str], message: str) -> None:
     command = [sys.executable, "-m", "qcluster", "serve", "--data-dir", str(tmp_path / "data"),

@@ -134,3 +134,40 @@ def test_cluster_mode_errors_name_the_key(cluster: dict[str, object], message: s
 
     with pytest.raises(ConfigError, match=message):
         load_settings(config_file=None, environ={}, overrides={"service": {"host": "127.0.0.1"}, "cluster": cluster})
+
+
+def test_cluster_join_from_flag_file_and_env(tmp_path: pathlib.Path) -> None:
+    base: dict[str, dict[str, object]] = {"service": {"host": "10.0.0.4"},
+                                          "cluster": {"node_id": 4, "secret": "s3cret-s3cret"}}
+    by_flag = _load(tmp_path, flags={**base, "cluster": {**base["cluster"], "join": " 10.0.0.1:6335 "}})
+    assert by_flag.cluster.join_address() == "10.0.0.1:6335"
+    assert by_flag.cluster.peer_addresses() == ()  # --join instead of --peers
+    by_file = _load(tmp_path, yaml_text="cluster:\n  join: 10.0.0.2:6335\n  peers: 10.0.0.1:6335\n", flags=base)
+    assert by_file.cluster.join_address() == "10.0.0.2:6335"
+    assert by_file.cluster.peer_addresses() == ("10.0.0.1:6335",)  # together with --peers
+    by_env = _load(tmp_path, env={"QCLUSTER__CLUSTER__JOIN": "10.0.0.3:6335"}, flags=base)
+    assert by_env.cluster.join_address() == "10.0.0.3:6335"
+    assert _load(tmp_path, flags=base).cluster.join_address() is None
+    assert _load(tmp_path, env={"QCLUSTER__CLUSTER__JOIN": ""}, flags=base).cluster.join_address() is None
+
+
+@pytest.mark.parametrize(("cluster", "message"), [
+    ({"join": "10.0.0.1:6335"}, "cluster.join: joining a cluster needs cluster.node_id"),
+    ({"join": "10.0.0.1:6335", "secret": "long-enough"}, "cluster.join: joining a cluster needs cluster.node_id"),
+    ({"join": "10.0.0.1:6335", "node_id": 4}, "cluster.join: joining a cluster needs cluster.secret"),
+    ({"join": "10.0.0.1", "node_id": 4, "secret": "long-enough"}, "cluster.join: '10.0.0.1' is not host:port"),
+    ({"join": "10.0.0.1:0", "node_id": 4, "secret": "long-enough"}, "cluster.join"),
+    ({"join": ":6335", "node_id": 4, "secret": "long-enough"}, "cluster.join"),
+    ({"join": "", "node_id": 4, "secret": "long-enough"}, "cluster.join"),
+    ({"join": "127.0.0.1:6335", "node_id": 4, "secret": "long-enough"}, "cluster.join: .* own p2p address"),
+    ({"join": "10.0.0.1:6335", "node_id": 4, "secret": "short"}, "cluster.secret"),
+])
+def test_cluster_join_errors_name_the_key(cluster: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config_file=None, environ={}, overrides={"service": {"host": "127.0.0.1"}, "cluster": cluster})
+
+
+def test_cluster_join_must_be_text(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match="cluster.join"):
+        _load(tmp_path, yaml_text="cluster:\n  node_id: 4\n  secret: long-enough\n  join: [a]\n",
+              flags={"service": {"host": "127.0.0.1"}})
