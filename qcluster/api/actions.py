@@ -318,12 +318,19 @@ def _pop_each_shard_keys(raw: Any, field: str) -> tuple[Any, list[ShardKeys]]:
     return {**raw, field: items}, keys
 
 
-def _by_shard_keys(keys: list[ShardKeys], count: int) -> dict[ShardKeys, list[int]]:
-    """Positions ``0..count`` grouped by the shard keys they select."""
+def _per_shard_keys(collection: Collection, consistency: ReadConsistency | None, keys: list[ShardKeys],
+                    items: list[Any], run: Callable[[Collection, list[Any]], list[Any]]) -> list[Any]:
+    """``run(view, items)`` once per distinct shard key selection among the
+    items (``keys[i]`` is item i's), answers in the items' order."""
     groups: dict[ShardKeys, list[int]] = {}
-    for position in range(count):
+    for position in range(len(items)):
         groups.setdefault(keys[position] if position < len(keys) else None, []).append(position)
-    return groups
+    answers: list[Any] = [None] * len(items)
+    for selected, positions in groups.items():
+        view = collection.reading(consistency, shard_keys=selected)
+        for position, answer in zip(positions, run(view, [items[i] for i in positions]), strict=True):
+            answers[position] = answer
+    return answers
 
 
 def retrieve(toc: TableOfContents, *, name: str, raw: Any,
@@ -483,12 +490,7 @@ def query_batch(toc: TableOfContents, *, name: str, raw: Any,
     raw, keys = _pop_each_shard_keys(raw, "searches")
     collection = _reading(toc, name, consistency)
     parsed = parse_query_batch(raw, config=collection.config)
-    answers: list[list[Any]] = [[] for _ in parsed]
-    for selected, positions in _by_shard_keys(keys, len(parsed)).items():
-        view = collection.reading(consistency, shard_keys=selected)
-        for position, points in zip(positions, _run_queries(view, [parsed[i] for i in positions]), strict=True):
-            answers[position] = points
-    return [{"points": points} for points in answers]
+    return [{"points": points} for points in _per_shard_keys(collection, consistency, keys, parsed, _run_queries)]
 
 
 def search(toc: TableOfContents, *, name: str, raw: Any,
@@ -506,11 +508,8 @@ def search_batch(toc: TableOfContents, *, name: str, raw: Any,
     collection = _reading(toc, name, consistency)
     requests = parse_search_batch(raw, config=collection.config)
     is_named = collection.config.is_named_vectors
-    results: list[list[ScoredPoint]] = [[] for _ in requests]
-    for selected, positions in _by_shard_keys(keys, len(requests)).items():
-        view = collection.reading(consistency, shard_keys=selected)
-        for position, points in zip(positions, view.query_batch([requests[i] for i in positions]), strict=True):
-            results[position] = points
+    results = _per_shard_keys(collection, consistency, keys, requests,
+                              lambda view, part: view.query_batch(part))
     return [[render_scored_point(point, is_named=is_named) for point in points] for points in results]
 
 

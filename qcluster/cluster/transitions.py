@@ -247,14 +247,21 @@ def _create_collection(state: ClusterState, command: CreateCollection, *, versio
 def _check_factors(command: CreateCollection) -> Rejection | None:
     if not 1 <= command.shard_number <= SLOT_COUNT:
         return Rejection(ResultCode.INVALID, f"shard_number must be between 1 and {SLOT_COUNT}")
-    if command.replication_factor < 1:
-        return Rejection(ResultCode.INVALID, "replication_factor must be at least 1")
-    if not 1 <= command.write_consistency_factor <= command.replication_factor:
-        return Rejection(ResultCode.INVALID, "write_consistency_factor must be between 1 and replication_factor")
+    invalid = _check_replication(command.replication_factor, command.write_consistency_factor)
+    if invalid is not None:
+        return invalid
     if command.sharding_method is ShardingMethod.AUTO and command.shard_keys:
         return Rejection(ResultCode.INVALID, "shard keys need sharding_method custom")
     if len(set(command.shard_keys)) != len(command.shard_keys):
         return Rejection(ResultCode.INVALID, "shard keys must be distinct")
+    return None
+
+
+def _check_replication(replication_factor: int, write_consistency_factor: int) -> Rejection | None:
+    if replication_factor < 1:
+        return Rejection(ResultCode.INVALID, "replication_factor must be at least 1")
+    if not 1 <= write_consistency_factor <= replication_factor:
+        return Rejection(ResultCode.INVALID, "write_consistency_factor must be between 1 and replication_factor")
     return None
 
 
@@ -328,10 +335,9 @@ def _update_collection_config(state: ClusterState, command: UpdateCollectionConf
     collection = state.collections.get(command.name)
     if collection is None:
         return Rejection(ResultCode.NOT_FOUND, f"collection {command.name!r} does not exist")
-    if command.replication_factor < 1:
-        return Rejection(ResultCode.INVALID, "replication_factor must be at least 1")
-    if not 1 <= command.write_consistency_factor <= command.replication_factor:
-        return Rejection(ResultCode.INVALID, "write_consistency_factor must be between 1 and replication_factor")
+    invalid = _check_replication(command.replication_factor, command.write_consistency_factor)
+    if invalid is not None:
+        return invalid
     updated = replace(collection, config=command.config, replication_factor=command.replication_factor,
                       write_consistency_factor=command.write_consistency_factor)
     return replace(state, collections={**state.collections, command.name: updated})

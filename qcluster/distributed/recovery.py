@@ -188,8 +188,7 @@ class Recovery:
 
     async def _catch_up(self, key: ShardKey, node_id: int, term: int, local: LocalShard, *, stage: str) -> None:
         """Bring the replica to the primary's current last_seq (writes may go on meanwhile)."""
-        progress = self.transfers.setdefault((key, node_id), TransferProgress(shard_id=key.shard_id,
-                                                                              to_node=node_id))
+        progress = self.transfers[(key, node_id)]  # registered by _recover for the whole recovery
         status = await self._peers.replica_status(node_id, key)
         if not status.exists:
             raise ShardUnavailable(f"node {node_id} has not created its replica yet")

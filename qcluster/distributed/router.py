@@ -322,34 +322,21 @@ class Router:
             return await self._run(local, found)
         return await remote(node_id)
 
-    async def _read(self, key: ShardKey, shard: ShardState, state: ClusterState,
-                    local: Callable[[LocalShard], T], remote: Callable[[int], Awaitable[T]]) -> T:
-        failures: list[str] = []
-        for node_id in self._readers(state, shard):
-            try:
-                return await self._read_one(node_id, key, local, remote)
-            except QclusterError as error:
-                if not (error.retryable or isinstance(error, ShardUnavailable)):
-                    raise
-                failures.append(f"node {node_id}: {error.message}")
-        raise ShardUnavailable(f"no replica of shard {key.shard_id} of {key.collection!r} could answer"
-                               + (f" ({'; '.join(failures)})" if failures else " (none is in sync)"))
-
     async def _read_agreed(self, key: ShardKey, shard: ShardState, state: ClusterState,
                            local: Callable[[LocalShard], T], remote: Callable[[int], Awaitable[T]],
                            consistency: ReadConsistency | None, resolve: Callable[[list[T], int], T]) -> T:
         """One shard's answer under a read ``consistency``: ask as many
-        in-sync replicas as it says (another in turn for one that fails),
-        then keep what enough of them agree on (``resolve``)."""
-        if consistency is None or consistency.is_default:
-            return await self._read(key, shard, state, local, remote)
+        in-sync replicas as it says (another in turn for one that fails or
+        misses its deadline), then keep what enough of them agree on
+        (``resolve``). The default asks one replica, this node's first."""
+        consistency = consistency or ReadConsistency()
         what = f"consistency {consistency.kind.value}" + (
             f" {consistency.factor}" if consistency.kind is ReadConsistencyKind.FACTOR else "")
         if consistency.kind is ReadConsistencyKind.PRIMARY:
             readers = [shard.primary]
             asked, needed, required = 1, 1, 1
         else:
-            readers = [node_id for node_id in self._readers(state, shard)]
+            readers = self._readers(state, shard)
             asked, needed, required = consistency.plan(len(readers))
             if asked > len(readers):
                 raise ShardUnavailable(f"{what} asks {asked} in-sync replicas of shard {key.shard_id} of "
@@ -370,8 +357,9 @@ class Router:
                     answers.append(result)
         if len(answers) < needed:
             raise ShardUnavailable(f"{what}: {len(answers)} of the {needed} replicas of shard {key.shard_id} of "
-                                   f"{key.collection!r} it needs answered ({'; '.join(failures)})")
-        return resolve(answers, required)
+                                   f"{key.collection!r} it needs answered "
+                                   f"({'; '.join(failures) if failures else 'none is in sync'})")
+        return answers[0] if len(answers) == 1 else resolve(answers, required)
 
     def _shards(self, name: str) -> tuple[ClusterState, CollectionState]:
         state = self.state()
