@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 import threadpoolctl
+import uvloop
 from aiohttp import web
 
 from qcluster.api.grpc import start_grpc_server
@@ -425,7 +426,10 @@ def serve(settings: Settings) -> int:
     # concurrent clients on an exact-search segment went from 78 to 756 QPS).
     # OpenMP (FAISS index building) keeps every core.
     threadpoolctl.threadpool_limits(limits=1, user_api="blas")
-    exit_code = asyncio.run(run_node(settings))
+    # uvloop: the same asyncio API on libuv; HTTP and gRPC hand-offs cost less
+    # (measured: +10 % single queries with 8 clients, bench/results).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        exit_code = runner.run(run_node(settings))
     if _storage_left_running:
         # toc.close() is still waiting in a worker thread (an index build runs
         # to its next cancellation point, up to seconds on a loaded machine),

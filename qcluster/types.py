@@ -340,3 +340,27 @@ class ScoredPoint:
     version: int
     payload: dict[str, Any] | None = None
     vectors: dict[str, np.ndarray] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredColumns:
+    """The answers to a batch of queries as columns, flat in query order: row
+    ``r`` has ``counts[r]`` hits, best first. What dense APIs return, built
+    without a ScoredPoint per hit where the engine can (plain answers)."""
+
+    counts: np.ndarray  # uint32, hits per query row
+    ids: list[PointId]
+    scores: np.ndarray  # float32
+    versions: np.ndarray  # int64
+    payloads: list[dict[str, Any] | None] | None  # when asked for
+
+    @classmethod
+    def from_points(cls, answers: list[list[ScoredPoint]], *, with_payload: bool) -> ScoredColumns:
+        flat = [point for points in answers for point in points]
+        return cls(
+            counts=np.fromiter((len(points) for points in answers), dtype=np.uint32, count=len(answers)),
+            ids=[point.id for point in flat],
+            scores=np.array([point.score for point in flat], dtype=np.float32),
+            versions=np.array([point.version for point in flat], dtype=np.int64),
+            payloads=[point.payload for point in flat] if with_payload else None,
+        )

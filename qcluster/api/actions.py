@@ -65,7 +65,7 @@ from qcluster.api.schema.render import (
 from qcluster.api.schema.vectors import check_dense_matrix
 from qcluster.errors import InvalidRequest, LimitExceeded, NotFound, PreconditionFailed, QclusterError
 from qcluster.operations import DeleteFieldIndex, Operation
-from qcluster.types import CollectionConfig, PayloadSelector, PointId, QueryRequest, ReadConsistency, ScoredPoint
+from qcluster.types import CollectionConfig, PayloadSelector, PointId, QueryRequest, ReadConsistency, ScoredColumns, ScoredPoint
 
 if TYPE_CHECKING:
     from qcluster.storage.collection import Collection
@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CLUSTER_OPERATIONS",
     "OPERATION_PARSERS",
-    "DenseResults",
     "QueryItem",
     "batch_update",
     "collection_cluster_info",
@@ -525,17 +524,7 @@ def dense_upsert(toc: TableOfContents, *, name: str, raw_ids: list[Any], vectors
     return render_update_result(collection.update(operation, wait=wait))
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class DenseResults:
-    """Results of a dense batch query, flat in query order."""
-
-    counts: np.ndarray  # uint32, results per query
-    ids: list[PointId]
-    scores: np.ndarray  # float32
-    payloads: list[dict[str, Any] | None] | None  # when asked for
-
-
-def dense_query(toc: TableOfContents, *, name: str, queries: np.ndarray, raw: dict[str, Any]) -> DenseResults:
+def dense_query(toc: TableOfContents, *, name: str, queries: np.ndarray, raw: dict[str, Any]) -> ScoredColumns:
     """Every row of ``queries`` with the same parameters ``raw`` (a
     QueryRequest in JSON shape without ``query``): validated once, searched
     as one batch."""
@@ -545,18 +534,11 @@ def dense_query(toc: TableOfContents, *, name: str, queries: np.ndarray, raw: di
         raise LimitExceeded(f"queries: {rows} queries exceeds the maximum of {limits.QUERY_BATCH_MAX} "
                             "per request (QUERY_BATCH_MAX)")
     if rows == 0:
-        return DenseResults(counts=np.zeros(0, np.uint32), ids=[], scores=np.zeros(0, np.float32), payloads=None)
+        return ScoredColumns(counts=np.zeros(0, np.uint32), ids=[], scores=np.zeros(0, np.float32),
+                             versions=np.zeros(0, np.int64), payloads=None)
     using = raw.get("using") or ""
     dim = collection.config.vector_params(using, path="using").size
     checked = check_dense_matrix(queries, dim=dim, rows=rows, path="queries")
     parsed = parse_query({**raw, "query": checked[0].tolist()}, config=collection.config)
     assert parsed.lookup_id is None and not parsed.is_scroll
-    results = collection.query_batch([dataclasses.replace(parsed.request, vector=row) for row in checked])
-    counts = np.fromiter((len(points) for points in results), dtype=np.uint32, count=rows)
-    flat = [point for points in results for point in points]
-    return DenseResults(
-        counts=counts,
-        ids=[point.id for point in flat],
-        scores=np.array([point.score for point in flat], dtype=np.float32),
-        payloads=[point.payload for point in flat] if parsed.request.with_payload.enabled else None,
-    )
+    return collection.query_matrix(parsed.request, checked)

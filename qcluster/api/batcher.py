@@ -9,13 +9,15 @@ once (alone, if nobody else is waiting); requests that arrive while
 one. So an idle node answers with single-request latency and a loaded one
 batches by itself ("batch the work and run at your own pace").
 
-There are no background tasks. A batch is an executor future whose done
-callback delivers every result; waiting requests sleep on their own future
-or on the "a slot is free" signal, whichever comes first.
+There are no background tasks and no polling. A request appends itself to
+the queue, starts a batch if a slot is free, and sleeps on its own future. A
+batch is an executor future whose done callback delivers every result and,
+since its slot is now free, starts the next batch from whatever queued up
+meanwhile. So a request is woken exactly once, by its own result.
 
-Cancel safety: cancelling a waiting request drops only its wait; a running
-batch still delivers the other results, and a cancelled request's own result
-is discarded.
+Cancel safety: cancelling a waiting request drops only its wait; a queued
+request is skipped when its batch is formed, a running batch still delivers
+the other results, and a cancelled request's own result is discarded.
 """
 
 from __future__ import annotations
@@ -60,38 +62,38 @@ class Batcher(Generic[Item, Result]):
         self._parallel_max = parallel_max
         self._queue: collections.deque[_Pending[Item, Result]] = collections.deque()
         self._running = 0
-        self._slot_freed: asyncio.Future[None] | None = None
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
-        pending: _Pending[Item, Result] = _Pending(item, loop.create_future())
-        self._queue.append(pending)
+        done: asyncio.Future[Result] = loop.create_future()
+        self._queue.append(_Pending(item, done))
+        if self._running < self._parallel_max:
+            self._start_batch(loop)
         try:
-            while not pending.done.done():  # ends: every batch delivers, and a free slot always starts one
-                if self._running < self._parallel_max and self._queue:
-                    self._start_batch(loop)
-                    continue
-                if self._slot_freed is None or self._slot_freed.done():
-                    self._slot_freed = loop.create_future()
-                await asyncio.wait((pending.done, self._slot_freed), return_when=asyncio.FIRST_COMPLETED)
+            return await done
         except asyncio.CancelledError:
-            pending.done.cancel()  # a queued item is skipped; a running one's result is dropped
+            done.cancel()  # a queued item is skipped; a running one's result is dropped
             raise
-        return pending.done.result()
 
     def _start_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = []
         while self._queue and len(batch) < self._batch_max:
             pending = self._queue.popleft()
-            if not pending.done.cancelled():
+            if not pending.done.done():
                 batch.append(pending)
         if not batch:
             return
+        try:
+            future = loop.run_in_executor(self._executor, self._run_batch, [pending.item for pending in batch])
+        except RuntimeError as error:  # the executor is shut down: the node is stopping
+            for pending in batch:
+                pending.done.set_exception(error)
+            return
         self._running += 1
-        future = loop.run_in_executor(self._executor, self._run_batch, [pending.item for pending in batch])
-        future.add_done_callback(lambda finished: self._deliver(batch, finished))
+        future.add_done_callback(lambda finished: self._deliver(loop, batch, finished))
 
-    def _deliver(self, batch: list[_Pending[Item, Result]], finished: asyncio.Future[list[Result | BaseException]]) -> None:
+    def _deliver(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[Item, Result]],
+                 finished: asyncio.Future[list[Result | BaseException]]) -> None:
         self._running -= 1
         assert self._running >= 0
         if finished.cancelled():
@@ -108,5 +110,6 @@ class Batcher(Generic[Item, Result]):
                 pending.done.set_exception(outcome)
             else:
                 pending.done.set_result(outcome)
-        if self._slot_freed is not None and not self._slot_freed.done():
-            self._slot_freed.set_result(None)
+        # The slot is free: whatever queued up while this batch ran goes next.
+        while self._queue and self._running < self._parallel_max:
+            self._start_batch(loop)

@@ -15,6 +15,8 @@ import datetime
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
+import numpy as np
+
 from qcluster.distributed.router import Router, run_cluster_operation
 from qcluster.errors import DeadlineExceeded, NotFound
 from qcluster.operations import Operation
@@ -30,6 +32,7 @@ from qcluster.types import (
     QueryRequest,
     ReadConsistency,
     Record,
+    ScoredColumns,
     ScoredPoint,
 )
 
@@ -146,6 +149,10 @@ class DistributedCollection:
             self.config.vector_params(request.using, path="using")
         return self._catalog.call(self._router.search(self.name, requests, consistency=self._consistency,
                                                       shard_keys=self._shard_keys))
+
+    def query_matrix(self, request: QueryRequest, queries: np.ndarray) -> ScoredColumns:
+        return ScoredColumns.from_points(self.query_batch([dataclasses.replace(request, vector=row) for row in queries]),
+                                         with_payload=request.with_payload.enabled)
 
     def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector,
                  with_vector: bool | tuple[str, ...]) -> list[Record]:

@@ -16,7 +16,6 @@ the true number of candidates rather than an estimate:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -27,7 +26,7 @@ from qcluster.engine.segment import Segment
 from qcluster.limits import HNSW_EF_MAX
 from qcluster.types import Distance, HnswConfig, SearchParams
 
-__all__ = ["Plan", "SegmentHits", "choose_plan", "filtered_ef_boost", "search_segment"]
+__all__ = ["Plan", "choose_plan", "filtered_ef_boost", "search_segment"]
 
 _KILOBYTE: Final = 1024
 # A filtered HNSW search multiplies ef by (rows / candidates) ** _BOOST_EXPONENT,
@@ -50,12 +49,6 @@ class Plan(enum.StrEnum):
     EXACT = "exact"
     HNSW = "hnsw"
     HNSW_FILTERED = "hnsw_filtered"
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentHits:
-    keys: np.ndarray  # rank keys, higher is better, best first
-    offsets: np.ndarray  # row offsets in the segment
 
 
 def _full_scan_rows(hnsw: HnswConfig, dim: int) -> int:
@@ -93,7 +86,7 @@ def search_segment(
     filter: Filter | None,
     params: SearchParams,
     hnsw: HnswConfig,
-) -> list[SegmentHits]:
+) -> vector_index.TopK:
     """Top-k rows of one segment for each query (queries already normalised for Cosine)."""
     assert queries.ndim == 2 and k > 0
     if filter is None:
@@ -105,10 +98,9 @@ def search_segment(
     )
     match plan:
         case Plan.SKIP:
-            empty = SegmentHits(keys=np.empty((0,), np.float32), offsets=np.empty((0,), np.int64))
-            return [empty] * queries.shape[0]
+            return vector_index.TopK.empty(queries.shape[0])
         case Plan.EXACT:
-            found = vector_index.exact_top_k(
+            return vector_index.exact_top_k(
                 distance=distance,
                 matrix=segment.vectors[name].matrix,
                 candidates=np.flatnonzero(allowed),
@@ -119,7 +111,7 @@ def search_segment(
             ef = params.hnsw_ef if params.hnsw_ef is not None else hnsw.ef_construct
             if plan == Plan.HNSW_FILTERED:
                 ef = min(HNSW_EF_MAX, int(ef * filtered_ef_boost(rows=segment.count, candidates=candidates)))
-            found = vector_index.hnsw_top_k(
+            return vector_index.hnsw_top_k(
                 distance=distance,
                 index=segment.hnsw[name],
                 queries=queries,
@@ -127,4 +119,3 @@ def search_segment(
                 ef=ef,
                 allowed=None if plan == Plan.HNSW else allowed,
             )
-    return [SegmentHits(keys=keys, offsets=offsets) for keys, offsets in found]

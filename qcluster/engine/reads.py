@@ -15,7 +15,6 @@ from qcluster.engine import planner, vector_index
 from qcluster.engine.filter_cache import parsed_filter
 from qcluster.engine._payload_values import parse_datetime_us
 from qcluster.engine.filters import get_values
-from qcluster.engine.merge import merge_top_k
 from qcluster.engine.payload_index import evaluate_filter
 from qcluster.engine.payload_ops import select_payload
 from qcluster.engine.segment import Segment
@@ -29,6 +28,7 @@ from qcluster.types import (
     PointId,
     QueryRequest,
     Record,
+    ScoredColumns,
     ScoredPoint,
     point_id_sort_key,
 )
@@ -36,7 +36,7 @@ from qcluster.types import (
 if TYPE_CHECKING:
     from qcluster.engine.shard import LocalShard
 
-__all__ = ["count", "retrieve", "scroll", "search_batch"]
+__all__ = ["count", "retrieve", "scroll", "search_batch", "search_columns"]
 
 WithVector = bool | tuple[str, ...]
 _RANGE_TYPES = (PayloadSchemaType.INTEGER, PayloadSchemaType.FLOAT, PayloadSchemaType.DATETIME)
@@ -70,100 +70,159 @@ def search_batch(shard: LocalShard, requests: list[QueryRequest]) -> list[list[S
     for position, request in enumerate(requests):
         groups[_group_key(request)].append(position)
     for positions in groups.values():
-        first = requests[positions[0]]
-        params = shard.config.vector_params(first.using, path="using")
-        queries = np.stack([requests[position].vector for position in positions]).astype(np.float32)
-        if params.distance == Distance.COSINE:
-            queries = vector_index.normalize_rows(queries)
-        k = first.limit + first.offset
-        if k == 0:
+        group = [requests[position] for position in positions]
+        searched = _search(shard, group[0], np.stack([request.vector for request in group]))
+        if searched is None:
             continue
-        per_segment = [
-            planner.search_segment(
-                segment=segment,
-                name=first.using,
-                distance=params.distance,
-                queries=queries,
-                k=k,
-                filter=parsed_filter(first.filter),
-                params=first.params,
-                hnsw=shard.config.hnsw_for(first.using),
-            )
-            for segment in shard.segments()
-        ]
-        for row, position in enumerate(positions):
-            results[position] = _collect(
-                shard, requests[position], per_segment, row=row, k=k, distance=params.distance
-            )
+        hits, distance = searched
+        for position, points in zip(positions, _points(shard.segments(), hits, group, distance=distance), strict=True):
+            results[position] = points
     return results
 
 
-def _collect(
-    shard: LocalShard,
-    request: QueryRequest,
-    per_segment: list[list[planner.SegmentHits]],
-    *,
-    row: int,
-    k: int,
-    distance: Distance,
-) -> list[ScoredPoint]:
-    found = [
-        (segment, hits_per_query[row])
-        for segment, hits_per_query in zip(shard.segments(), per_segment, strict=True)
-        if hits_per_query[row].offsets.shape[0]
-    ]
-    threshold_key = None
+def search_columns(shard: LocalShard, request: QueryRequest, queries: np.ndarray) -> ScoredColumns:
+    """The top ``limit`` of each row of ``queries`` with the parameters of
+    ``request``, as columns: no object per hit. For plain answers only (no
+    payload, no vectors, no offset)."""
+    assert request.offset == 0 and not request.with_payload.enabled and not request.with_vector
+    rows = queries.shape[0]
+    searched = _search(shard, request, queries)
+    if searched is None:
+        return ScoredColumns(counts=np.zeros(rows, np.uint32), ids=[], scores=np.zeros(0, np.float32),
+                             versions=np.zeros(0, np.int64), payloads=None)
+    hits, distance = searched
+    segments = shard.segments()
+    valid = np.arange(hits.keys.shape[1]) < hits.counts[:, None]
     if request.score_threshold is not None:
-        threshold_key = request.score_threshold if distance.higher_is_better else -request.score_threshold
-    sign = 1.0 if distance.higher_is_better else -1.0
-    if len(found) == 1 and not request.with_payload.enabled and not request.with_vector:
-        # The common "ids and scores only" answer from one segment: no merge,
-        # and column operations instead of a Python loop per hit.
-        segment, hits = found[0]
-        keys = hits.keys[:k]
-        if threshold_key is not None:
-            keys = keys[: int(np.count_nonzero(keys >= threshold_key))]  # keys are sorted best first
-        offsets = hits.offsets[: keys.shape[0]]
-        ids = segment.ids
-        return [
-            ScoredPoint(id=ids[offset], score=score, version=version)
-            for offset, score, version in zip(
-                offsets.tolist(), (keys * sign).tolist(), segment.versions[offsets].tolist(), strict=True
-            )
-        ]
-    merged: list[tuple[float, PointId, tuple[Segment, int]]]
-    if len(found) == 1:
-        # A point is live in one segment only, so a single segment needs no merge.
-        segment, hits = found[0]
-        offsets = hits.offsets[:k].tolist()
-        merged = [
-            (key, segment.ids[offset], (segment, offset))
-            for key, offset in zip(hits.keys[:k].tolist(), offsets, strict=True)
-        ]
+        valid &= hits.keys >= (request.score_threshold if distance.higher_is_better else -request.score_threshold)
+    offsets = hits.offsets[valid]
+    versions = np.zeros(offsets.shape, dtype=np.int64)
+    if isinstance(hits.segment_of, int):
+        segment = segments[hits.segment_of]
+        segment_ids = segment.ids
+        ids = [segment_ids[offset] for offset in offsets.tolist()]
+        versions = segment.versions[offsets]
     else:
-        parts = [
-            [
-                (key, segment.ids[offset], (segment, offset))
-                for key, offset in zip(hits.keys.tolist(), hits.offsets.tolist(), strict=True)
-            ]
-            for segment, hits in found
-        ]
-        merged = merge_top_k(parts, k=k)
-    points = []
-    for key, point_id, (segment, offset) in merged:
-        if threshold_key is not None and key < threshold_key:
-            break
-        score = sign * key
-        points.append(
+        in_segment = hits.segment_of[valid]
+        ids = [segments[index].ids[offset] for index, offset in zip(in_segment.tolist(), offsets.tolist(), strict=True)]
+        for index, segment in enumerate(segments):
+            chosen = in_segment == index
+            versions[chosen] = segment.versions[offsets[chosen]]
+    sign = np.float32(1.0 if distance.higher_is_better else -1.0)
+    return ScoredColumns(counts=valid.sum(axis=1).astype(np.uint32), ids=ids,
+                         scores=(hits.keys[valid] * sign).astype(np.float32), versions=versions, payloads=None)
+
+
+def _search(shard: LocalShard, request: QueryRequest, queries: np.ndarray) -> tuple[_Hits, Distance] | None:
+    """The shard's top (offset + limit) hits of every row of ``queries``
+    under the parameters of ``request``; None when nothing is to be searched."""
+    params = shard.config.vector_params(request.using, path="using")
+    k = request.limit + request.offset
+    segments = shard.segments()
+    if k == 0 or not segments:
+        return None
+    queries = queries.astype(np.float32, copy=False)
+    if params.distance == Distance.COSINE:
+        queries = vector_index.normalize_rows(queries)
+    tops = [
+        planner.search_segment(
+            segment=segment,
+            name=request.using,
+            distance=params.distance,
+            queries=queries,
+            k=k,
+            filter=parsed_filter(request.filter),
+            params=request.params,
+            hnsw=shard.config.hnsw_for(request.using),
+        )
+        for segment in segments
+    ]
+    return _merge_segments(tops, k=k), params.distance
+
+
+class _Hits:
+    """A shard's top k of a batch of queries, merged over its segments, as
+    matrices (row-major, padding after ``counts[row]``)."""
+
+    __slots__ = ("counts", "keys", "offsets", "segment_of")
+
+    def __init__(self, *, keys: np.ndarray, offsets: np.ndarray, segment_of: np.ndarray | int,
+                 counts: np.ndarray) -> None:
+        self.keys = keys
+        self.offsets = offsets
+        self.segment_of = segment_of  # per hit, or for all hits: index into the shard's segments
+        self.counts = counts
+
+
+def _merge_segments(tops: list[vector_index.TopK], *, k: int) -> _Hits:
+    """The k best hits per query over all segments. A point is live in one
+    segment only, so this is a pure merge: ties keep segment order, then rank."""
+    assert tops
+    with_hits = [index for index, top in enumerate(tops) if top.counts.any()]
+    if len(with_hits) <= 1:
+        index = with_hits[0] if with_hits else 0
+        top = tops[index]
+        return _Hits(keys=top.keys, offsets=top.offsets, segment_of=index, counts=top.counts)
+    chosen = [tops[index] for index in with_hits]
+    keys = np.concatenate([top.keys for top in chosen], axis=1)
+    offsets = np.concatenate([top.offsets for top in chosen], axis=1)
+    segment_of = np.concatenate([np.full(top.keys.shape, index, dtype=np.int64)
+                                 for index, top in zip(with_hits, chosen, strict=True)], axis=1)
+    order = np.argsort(-keys, axis=1, kind="stable")[:, :k]  # padding keys are -inf: last
+    counts = np.minimum(np.sum([top.counts for top in chosen], axis=0), k)
+    return _Hits(keys=np.take_along_axis(keys, order, axis=1), offsets=np.take_along_axis(offsets, order, axis=1),
+                 segment_of=np.take_along_axis(segment_of, order, axis=1), counts=counts)
+
+
+def _points(segments: list[Segment], hits: _Hits, requests: list[QueryRequest], *,
+            distance: Distance) -> list[list[ScoredPoint]]:
+    """ScoredPoints per request (row of ``hits``), with what each request asks
+    for. Column work happens once for the whole batch; what is left per hit
+    is building its ScoredPoint."""
+    sign = 1.0 if distance.higher_is_better else -1.0
+    rows = hits.offsets.shape[0]
+    safe_offsets = np.maximum(hits.offsets, 0)  # padding reads row 0 and is never used
+    if isinstance(hits.segment_of, int):
+        versions = segments[hits.segment_of].versions[safe_offsets]
+    else:
+        versions = np.zeros(hits.offsets.shape, dtype=np.int64)
+        for index, segment in enumerate(segments):
+            chosen = hits.segment_of == index
+            versions[chosen] = segment.versions[safe_offsets[chosen]]
+    all_keys = hits.keys.tolist()
+    all_scores = (hits.keys * sign).tolist()
+    all_offsets = hits.offsets.tolist()
+    all_versions = versions.tolist()
+    all_segments = None if isinstance(hits.segment_of, int) else hits.segment_of.tolist()
+    results = []
+    for row in range(rows):
+        request = requests[row]
+        found = int(hits.counts[row])
+        if request.score_threshold is not None:
+            threshold_key = request.score_threshold if distance.higher_is_better else -request.score_threshold
+            found = sum(1 for key in all_keys[row][:found] if key >= threshold_key)  # keys sorted best first
+        offsets = all_offsets[row][:found]
+        scores = all_scores[row][:found]
+        row_versions = all_versions[row][:found]
+        in_segments = [segments[index] for index in all_segments[row][:found]] if all_segments is not None \
+            else [segments[hits.segment_of]] * found  # type: ignore[index]
+        if not request.with_payload.enabled and not request.with_vector:
+            results.append([
+                ScoredPoint(segment.ids[offset], score, version)
+                for segment, offset, score, version in zip(in_segments, offsets, scores, row_versions, strict=True)
+            ])
+            continue
+        results.append([
             ScoredPoint(
-                id=point_id,
+                id=segment.ids[offset],
                 score=score,
-                version=int(segment.versions[offset]),
+                version=version,
                 payload=select_payload(segment.payloads[offset], request.with_payload),
                 vectors=_vectors_of(segment, offset, request.with_vector),
             )
-        )
-    return points
+            for segment, offset, score, version in zip(in_segments, offsets, scores, row_versions, strict=True)
+        ])
+    return results
 
 
 def retrieve(

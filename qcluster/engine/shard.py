@@ -69,6 +69,7 @@ from qcluster.types import (
     PointId,
     QueryRequest,
     Record,
+    ScoredColumns,
     ScoredPoint,
 )
 
@@ -469,6 +470,11 @@ class LocalShard:
     def search_batch(self, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
         with self.state_lock.read():
             return reads.search_batch(self, requests)
+
+    def search_columns(self, request: QueryRequest, queries: np.ndarray) -> ScoredColumns:
+        """``reads.search_columns``: plain answers to many rows, no object per hit."""
+        with self.state_lock.read():
+            return reads.search_columns(self, request, queries)
 
     def retrieve(
         self, ids: list[PointId], *, with_payload: PayloadSelector, with_vector: bool | tuple[str, ...]

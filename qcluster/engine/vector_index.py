@@ -13,7 +13,8 @@ immutable once built, so concurrent searches are safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -24,6 +25,7 @@ from qcluster.types import Distance
 
 __all__ = [
     "BuildCancelled",
+    "TopK",
     "stored_vectors",
     "build_hnsw",
     "exact_top_k",
@@ -39,11 +41,51 @@ _MANHATTAN_BLOCK_ROWS: Final = 4096
 # Extra candidates re-scored exactly after the fast Euclid ranking, to absorb
 # the rounding of the |q|^2 + |x|^2 - 2 q.x expansion.
 _EUCLID_REFINE_EXTRA: Final = 16
-_EMPTY_KEYS: Final = np.empty((0,), dtype=np.float32)
 # Rows added to an HNSW index between two cancellation checks (~3 s of work at 384-d on 2
 # cores). Larger chunks build a better graph: FAISS inserts the upper-level nodes of a
 # chunk first, and 4 096-row chunks measurably lowered recall on 1M points.
 _BUILD_CHUNK_ROWS: Final = 32_768
+
+
+@dataclass(frozen=True, slots=True)
+class TopK:
+    """The top hits of a batch of queries as matrices, so that callers work on
+    whole batches instead of one small array per query.
+
+    Row ``r`` has ``counts[r]`` hits: rank keys ``keys[r, :counts[r]]`` (higher
+    is better, best first) at segment offsets ``offsets[r, :counts[r]]``; the
+    rest of the row is padding (key -inf, offset -1). Iterating yields
+    ``(keys, offsets)`` per row.
+    """
+
+    keys: np.ndarray  # (rows, k) float32
+    offsets: np.ndarray  # (rows, k) int64
+    counts: np.ndarray  # (rows,) int64
+
+    @classmethod
+    def empty(cls, rows: int) -> TopK:
+        return cls(keys=np.empty((rows, 0), np.float32), offsets=np.empty((rows, 0), np.int64),
+                   counts=np.zeros(rows, np.int64))
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> TopK:
+        keys = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        offsets = np.full((len(rows), k), -1, dtype=np.int64)
+        counts = np.zeros(len(rows), dtype=np.int64)
+        for row, (row_keys, row_offsets) in enumerate(rows):
+            found = row_keys.shape[0]
+            assert found <= k and row_offsets.shape[0] == found
+            keys[row, :found] = row_keys
+            offsets[row, :found] = row_offsets
+            counts[row] = found
+        return cls(keys=keys, offsets=offsets, counts=counts)
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for row, found in enumerate(self.counts.tolist()):
+            yield self.keys[row, :found], self.offsets[row, :found]
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
@@ -123,8 +165,7 @@ def exact_top_k(
     assert queries.ndim == 2 and k > 0
     assert candidates.ndim == 1
     if candidates.shape[0] == 0:
-        empty = np.empty((0,), dtype=np.int64)
-        return [(_EMPTY_KEYS, empty) for _ in range(queries.shape[0])]
+        return TopK.empty(queries.shape[0])
     # flatnonzero gives sorted unique offsets: when they are exactly 0..m-1
     # (no filter, no tombstones) a view avoids copying the rows per query.
     if int(candidates[-1]) == candidates.shape[0] - 1:
@@ -142,7 +183,7 @@ def exact_top_k(
         else:
             order = _top_indices(fast[query_index], k)
             results.append((fast[query_index][order].astype(np.float32), candidates[order]))
-    return results
+    return TopK.from_rows(results, k)
 
 
 class BuildCancelled(Exception):
@@ -189,7 +230,7 @@ def hnsw_top_k(
     k: int,
     ef: int,
     allowed: np.ndarray | None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> TopK:
     """Approximate top-k through HNSW; ``allowed`` is a bool mask over labels or None."""
     assert k > 0 and ef > 0
     params = faiss.SearchParametersHNSW()
@@ -205,19 +246,24 @@ def hnsw_top_k(
         params.sel = selector
     distances, labels = index.search(np.ascontiguousarray(queries, dtype=np.float32), int(k), params=params)
     del selector, bits
-    results = []
-    for row in range(queries.shape[0]):
-        found = labels[row] >= 0
-        raw = distances[row][found]
-        match distance:
-            case Distance.COSINE | Distance.DOT:
-                keys = raw
-            case Distance.EUCLID:
-                keys = -np.sqrt(np.maximum(raw, 0.0))
-            case Distance.MANHATTAN:
-                keys = -raw
-        results.append((keys.astype(np.float32), labels[row][found].astype(np.int64)))
-    return results
+    match distance:
+        case Distance.COSINE | Distance.DOT:
+            keys = distances
+        case Distance.EUCLID:
+            keys = -np.sqrt(np.maximum(distances, 0.0))
+        case Distance.MANHATTAN:
+            keys = -distances
+    found = labels >= 0
+    if not found.all():
+        # FAISS pads a row that has fewer than k hits with label -1 (at its end:
+        # results come sorted); put the padding at the end of every row anyway.
+        order = np.argsort(~found, axis=1, kind="stable")
+        labels = np.take_along_axis(labels, order, axis=1)
+        keys = np.take_along_axis(keys, order, axis=1)
+        found = labels >= 0
+        keys = np.where(found, keys, -np.inf)
+    return TopK(keys=keys.astype(np.float32, copy=False), offsets=labels.astype(np.int64, copy=False),
+                counts=found.sum(axis=1))
 
 
 def stored_vectors(index: faiss.Index) -> np.ndarray:

@@ -50,6 +50,7 @@ from qcluster.types import (
     QueryRequest,
     ReadConsistency,
     Record,
+    ScoredColumns,
     ScoredPoint,
     point_id_sort_key,
 )
@@ -261,6 +262,18 @@ class Collection:
                          offset=request.offset, limit=request.limit)
             for position, request in enumerate(requests)
         ]
+
+    def query_matrix(self, request: QueryRequest, queries: np.ndarray) -> ScoredColumns:
+        """``request`` for every row of ``queries`` (its own vector is ignored),
+        as columns. A plain answer (no payload, vectors or offset) from one
+        shard comes from the engine's column path, without an object per hit."""
+        self.config.vector_params(request.using, path="using")
+        if (len(self.shards) == 1 and request.offset == 0 and not request.with_payload.enabled
+                and not request.with_vector):
+            (shard,) = self.shards.values()
+            return shard.search_columns(request, queries)
+        return ScoredColumns.from_points(self.query_batch([dataclasses.replace(request, vector=row) for row in queries]),
+                                         with_payload=request.with_payload.enabled)
 
     def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector, with_vector: WithVector) -> list[Record]:
         shards = list(self.shards.values())

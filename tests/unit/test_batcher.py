@@ -91,3 +91,41 @@ def test_cancelling_the_running_batch_owner_still_answers_the_others() -> None:
             return await asyncio.wait_for(asyncio.gather(*queued), 5)
 
     assert _run(scenario()) == [2, 3]
+
+
+def test_a_queue_longer_than_batch_max_drains_in_order_and_skips_cancelled_items() -> None:
+    release = threading.Event()
+    seen: list[list[int]] = []
+
+    def run_batch(items: list[int]) -> list[int | BaseException]:
+        seen.append(list(items))
+        if len(seen) == 1:
+            release.wait(5)
+        return items
+
+    async def scenario() -> list[int]:
+        with concurrent.futures.ThreadPoolExecutor(2) as executor:
+            batcher = Batcher(executor=executor, run_batch=run_batch, batch_max=3, parallel_max=1)
+            first = asyncio.ensure_future(batcher.submit(0))
+            await asyncio.sleep(0.02)
+            queued = [asyncio.ensure_future(batcher.submit(n)) for n in range(1, 8)]
+            await asyncio.sleep(0.02)
+            queued[1].cancel()  # item 2 never reaches run_batch
+            release.set()
+            answers = await asyncio.wait_for(asyncio.gather(first, *queued, return_exceptions=True), 5)
+            return [answer for answer in answers if not isinstance(answer, BaseException)]
+
+    assert _run(scenario()) == [0, 1, 3, 4, 5, 6, 7]
+    assert seen == [[0], [1, 3, 4], [5, 6, 7]]
+
+
+def test_a_stopped_executor_fails_the_request_instead_of_hanging() -> None:
+    async def scenario() -> None:
+        executor = concurrent.futures.ThreadPoolExecutor(1)
+        executor.shutdown()
+        batcher = Batcher(executor=executor, run_batch=lambda items: items, batch_max=4, parallel_max=1)
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(batcher.submit(1), 5)
+        assert batcher._running == 0  # noqa: SLF001 - the slot is not leaked
+
+    _run(scenario())

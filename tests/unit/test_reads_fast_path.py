@@ -1,5 +1,6 @@
-"""The ids-and-scores fast path of ``engine.reads`` answers exactly like the
-general path (the one that also returns payloads), thresholds included."""
+"""The ids-and-scores answers of ``engine.reads`` (ScoredPoints without
+payload, and the column path of dense queries) equal the general path (the
+one that also returns payloads), thresholds included, over several segments."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qcluster.engine import optimizer
 from qcluster.engine.shard import LocalShard
-from qcluster.operations import UpsertPoints
+from qcluster.operations import DeletePoints, PointSelector, UpsertPoints
 from qcluster.types import PayloadSelector, QueryRequest, SearchParams
 from tests.unit.test_shard import _batch, _config
 
@@ -34,4 +36,41 @@ def test_fast_path_equals_general_path(tmp_path: Path, exact: bool) -> None:
         assert all(point.payload is None for point in quick)
         if threshold is not None:
             assert all(point.score >= threshold for point in quick)
+    shard.close()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_columns_equal_points_over_several_segments(tmp_path: Path, exact: bool) -> None:
+    rng = random.Random(5)
+    shard = LocalShard.open(tmp_path, _config(indexing_threshold=1))
+    for start in (0, 150):  # two sealed segments with graphs (unless exact) ...
+        batch, _count = _batch(list(range(start, start + 150)), rng)
+        shard.apply(UpsertPoints(points=batch))
+        optimizer.run_task(shard, optimizer.Task(optimizer.TaskKind.SEAL))
+    while (task := optimizer.plan_task(shard)) is not None and task.kind == optimizer.TaskKind.INDEX:
+        optimizer.run_task(shard, task)
+    batch, _count = _batch(list(range(280, 330)), rng)  # ... an appendable one, overwriting some ids
+    shard.apply(UpsertPoints(points=batch))
+    shard.apply(DeletePoints(selector=PointSelector(ids=tuple(range(0, 300, 7)))))
+    assert len(shard.segments()) >= 3
+    queries = np.random.default_rng(8).normal(size=(25, 4)).astype(np.float32)
+    for limit, threshold in ((1, None), (10, None), (40, None), (10, 0.2), (400, None)):
+        request = QueryRequest(vector=queries[0], using="a", limit=limit, score_threshold=threshold,
+                               params=SearchParams(exact=exact, hnsw_ef=400))
+        columns = shard.search_columns(request, queries)
+        points = shard.search_batch([dataclasses.replace(request, vector=row) for row in queries])
+        assert columns.counts.tolist() == [len(answer) for answer in points]
+        assert columns.ids == [point.id for answer in points for point in answer]
+        assert columns.scores.tolist() == [np.float32(point.score) for answer in points for point in answer]
+        assert columns.versions.tolist() == [point.version for answer in points for point in answer]
+        if exact:  # against a plain numpy ranking of the live points
+            live = {point.id: point for point in shard.retrieve(list(range(330)), with_payload=PayloadSelector(),
+                                                                 with_vector=True)}
+            ids = sorted(live)
+            matrix = np.stack([live[point_id].vectors["a"] for point_id in ids])
+            for row, answer in enumerate(points):
+                scores = matrix @ queries[row]
+                order = np.argsort(-scores, kind="stable")
+                expected = [ids[index] for index in order if threshold is None or scores[index] >= threshold][:limit]
+                assert sorted(point.id for point in answer) == sorted(expected)
     shard.close()

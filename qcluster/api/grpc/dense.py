@@ -24,6 +24,7 @@ from qcluster.api.schema.vectors import check_dense_matrix
 from qcluster.api.state import NodeState
 from qcluster.errors import InvalidRequest, QclusterError
 from qcluster.proto.v1 import dense_pb2, dense_pb2_grpc
+from qcluster.types import ScoredColumns
 
 if TYPE_CHECKING:
     from qcluster.storage.toc import TableOfContents
@@ -85,7 +86,7 @@ def _query_params(request: dense_pb2.DenseQueryRequest) -> dict[str, Any]:
     return raw
 
 
-def _reply(results: actions.DenseResults, begin: int, end: int, *, rows: slice) -> dense_pb2.DenseQueryReply:
+def _reply(results: ScoredColumns, begin: int, end: int, *, rows: slice) -> dense_pb2.DenseQueryReply:
     """The reply for query rows ``rows`` whose results are ``[begin, end)`` of the flat results."""
     reply = dense_pb2.DenseQueryReply(counts=results.counts[rows].astype("<u4").tobytes(),
                                       scores=results.scores[begin:end].astype("<f4").tobytes())
