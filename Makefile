@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run cluster test unit e2e clean bench bench-quick bench-venv proto
+.PHONY: install run cluster test unit e2e clean bench bench-quick bench-floor bench-venv proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench: $(BENCH_STAMP)
 
 bench-quick: install
 	$(PY) -m bench.run --quick
+
+# The floor under the network figures: minimal aiohttp servers (echo, FAISS) with the same load client.
+bench-floor: $(BENCH_STAMP)
+	$(BENCH_PY) -m bench.floor
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) data .pytest_cache

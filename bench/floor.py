@@ -1,0 +1,200 @@
+"""The floor under qcluster's network figures on this machine: how fast can
+*any* Python HTTP server answer single queries here, before doing what a
+database does?
+
+Two minimal aiohttp servers (no validation, no envelope, no storage layer),
+each measured with the harness's own load client (``bench/http_client.py``,
+a separate process) and, when ``wrk`` is installed, with wrk (C, a tenth
+of the client CPU):
+
+- ``echo``: parses the JSON body and returns a canned 10-hit answer. The
+  transport floor: aiohttp + the client, nothing else.
+- ``faiss``: parses the body, normalises the vector, searches an
+  ``IndexHNSWFlat`` (M 16, efConstruction 100, ef 64: the harness's
+  parameters) over pypi-minilm-100k in a 2-thread pool, renders 10 hits.
+
+Run: ``.venv-bench/bin/python -m bench.floor`` (about a minute); writes
+``bench/results/floor-<date>.md``. Compare with the qcluster rows of the
+same day's ``pypi-<date>.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from bench.datasets import PYPI_DIR, REPO_ROOT
+
+RESULTS = REPO_ROOT / "bench" / "results"
+PATH = "/collections/floor/points/query"
+WRK_SECONDS = 8
+STARTUP_TIMEOUT_S = 120.0
+
+
+def _serve(port: int, mode: str) -> None:
+    import faiss  # noqa: PLC0415 - only the server process needs it
+    from aiohttp import web  # noqa: PLC0415
+
+    canned = orjson.dumps({"result": {"points": [{"id": hit, "version": 0, "score": 0.5} for hit in range(10)]},
+                           "status": "ok", "time": 0.0})
+    index = None
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    if mode == "faiss":
+        faiss.omp_set_num_threads(2)
+        base = np.load(PYPI_DIR / "base.f16.npy").astype(np.float32)
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        index = faiss.IndexHNSWFlat(base.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 100
+        index.add(base)
+        faiss.omp_set_num_threads(1)  # searches run in the pool, one query each
+
+    def search(query: np.ndarray, ef: int) -> bytes:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef
+        scores, labels = index.search(query, 10, params=params)
+        return orjson.dumps({"result": {"points": [
+            {"id": int(label), "version": 0, "score": float(score)}
+            for score, label in zip(scores[0], labels[0], strict=True) if label >= 0]}, "status": "ok", "time": 0.0})
+
+    async def handle(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        if index is None:
+            return web.Response(body=canned, content_type="application/json")
+        query = np.asarray(body["query"], dtype=np.float32).reshape(1, -1)
+        query /= np.linalg.norm(query)
+        answer = await asyncio.get_running_loop().run_in_executor(pool, search, query, int(body["params"]["hnsw_ef"]))
+        return web.Response(body=answer, content_type="application/json")
+
+    async def ready(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post(PATH, handle)
+    app.router.add_get("/ready", ready)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
+    import urllib.request  # noqa: PLC0415
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"floor server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("floor server not ready in time")
+
+
+def _python_client(port: int, queries_path: Path, work: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    jobs = [{"queries": str(queries_path), "count": 1000, "ef": 64, "filter": None, "batch": 1,
+             "concurrency": concurrency, "max_seconds": 30, "limit": 10, "out": str(work / f"r{concurrency}.npz")}
+            for concurrency in (1, 8)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.http_client", f"http://127.0.0.1:{port}", "floor"],
+        input="".join(json.dumps(job) + "\n" for job in jobs), capture_output=True, text=True, cwd=REPO_ROOT,
+        env=env, timeout=300, check=True)
+    answers = [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+    figures = {}
+    for job, answer in zip(jobs, answers, strict=True):
+        if not answer.get("ok"):
+            raise RuntimeError(answer.get("error"))
+        figures[f"qps_{job['concurrency']}"] = answer["completed"] / answer["wall_s"]
+    return figures
+
+
+def _wrk(port: int, queries: np.ndarray, work: Path) -> float | None:
+    if shutil.which("wrk") is None:
+        return None
+    bodies = work / "bodies.txt"
+    bodies.write_bytes(b"\n".join(orjson.dumps({"query": row.tolist(), "limit": 10, "params": {"hnsw_ef": 64}})
+                                  for row in queries) + b"\n")
+    script = work / "post.lua"
+    script.write_text(f"""wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+bodies = {{}}
+for line in io.lines("{bodies}") do bodies[#bodies + 1] = line end
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, bodies[(counter % #bodies) + 1])
+end
+""")
+    completed = subprocess.run(["wrk", "-t1", "-c8", f"-d{WRK_SECONDS}s", "-s", str(script),
+                                f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True,
+                               timeout=WRK_SECONDS + 60, check=True)
+    for line in completed.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split(":")[1])
+    raise RuntimeError(f"wrk printed no rate: {completed.stdout[-300:]}")
+
+
+def measure(mode: str, queries: np.ndarray, queries_path: Path, work: Path) -> dict[str, Any]:
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.floor", "serve", str(port), mode], cwd=REPO_ROOT,
+                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        _wait_ready(port, server)
+        figures: dict[str, Any] = _python_client(port, queries_path, work)
+        figures["qps_8_wrk"] = _wrk(port, queries, work)
+        return figures
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> int:
+    queries = np.load(PYPI_DIR / "queries.f16.npy").astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="qcluster-floor-") as folder:
+        work = Path(folder)
+        queries_path = work / "queries.npy"
+        np.save(queries_path, queries)
+        rows = {mode: measure(mode, queries, queries_path, work) for mode in ("echo", "faiss")}
+    date = datetime.date.today().isoformat()
+    def cell(value: float | None) -> str:
+        return "—" if value is None else f"{value:,.0f}"
+    lines = [
+        f"# Floor: minimal aiohttp servers on this machine ({date})", "",
+        "Written by `python -m bench.floor` (see its docstring). QPS of single queries (1 000 pypi queries, "
+        "ef 64); the load client is the harness's `bench/http_client.py` unless the column says wrk.", "",
+        "| server | QPS 1 client | QPS 8 clients | QPS 8 connections (wrk) |", "|---|---:|---:|---:|",
+    ]
+    for mode, figures in rows.items():
+        lines.append(f"| {mode} | {cell(figures['qps_1'])} | {cell(figures['qps_8'])} | {cell(figures['qps_8_wrk'])} |")
+    out = RESULTS / f"floor-{date}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        _serve(int(sys.argv[2]), sys.argv[3])
+    else:
+        sys.exit(main())
