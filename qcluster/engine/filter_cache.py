@@ -8,6 +8,7 @@ from typing import Any, Final
 import orjson
 
 from qcluster.engine.filters import Filter, parse_filter
+from qcluster.errors import QclusterError
 
 __all__ = ["parsed_filter"]
 
@@ -19,8 +20,16 @@ def _parse_cached(canonical: bytes) -> Filter:
     return parse_filter(orjson.loads(canonical))
 
 
-def parsed_filter(raw: dict[str, Any] | None) -> Filter | None:
-    """The AST of an already validated filter, or None for no filter."""
+def parsed_filter(raw: dict[str, Any] | None, *, path: str = "filter") -> Filter | None:
+    """The AST of a filter, or None for no filter; validates it on a cache miss.
+
+    A bad filter raises InvalidRequest / LimitExceeded naming ``path`` (it is
+    parsed again with that path: failures are not cached, and are rare).
+    """
     if raw is None:
         return None
-    return _parse_cached(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
+    try:
+        return _parse_cached(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
+    except QclusterError:
+        parse_filter(raw, path=path)
+        raise

@@ -337,3 +337,25 @@ def test_matches_agrees_with_oracle(raw_filter: dict[str, Any], payload: dict[st
     parsed = parse_filter(raw_filter)
     assert isinstance(parsed, Filter)
     assert matches(parsed, payload, 1) == oracle(raw_filter, payload)
+
+
+def test_long_any_lists_are_checked_whole_and_errors_still_name_the_element() -> None:
+    from qcluster.api.schema.parse import optional_filter  # noqa: PLC0415
+
+    names = [f"name-{index}" for index in range(20_000)]
+    good = {"filter": {"must": [{"key": "name", "match": {"any": names}}]}}
+    assert optional_filter(good, path="searches[2]") is good["filter"]
+    assert optional_filter(good, path="searches[2]") is good["filter"]  # cached: same answer
+    for bad_item, message in ((7, "expected a string like the first element"),
+                              (True, "expected a string or an integer, got boolean"),
+                              (1.5, "expected a string or an integer")):
+        bad = {"filter": {"must": [{"key": "name", "match": {"any": [*names[:5000], bad_item, *names[5000:]]}}]}}
+        with pytest.raises(InvalidRequest) as raised:
+            optional_filter(bad, path="searches[2]")
+        assert raised.value.message.startswith("searches[2].filter.must[0].match.any[5000]: " + message), \
+            raised.value.message
+    integers = {"filter": {"must": [{"key": "n", "match": {"any": list(range(10_000))}}]}}
+    assert optional_filter(integers, path="") is integers["filter"]
+    too_big = {"filter": {"must": [{"key": "n", "match": {"any": [1, 2**63]}}]}}
+    with pytest.raises(InvalidRequest, match=r"filter.must\[0\].match.any\[1\]: integer .* outside the signed 64-bit"):
+        optional_filter(too_big, path="")

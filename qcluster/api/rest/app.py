@@ -48,6 +48,14 @@ _OPENAPI_ROUTE: Final = Route("GET", "/openapi.json", _openapi, "openapi", "This
 ALL_ROUTES: Final[tuple[Route, ...]] = (
     *service.ROUTES, _OPENAPI_ROUTE, *collections.ROUTES, *points.ROUTES, *query.ROUTES, *cluster.ROUTES,
 )
+# aiohttp tries the routes under one static prefix ("/collections") in the
+# order they were added, one regex each, until one matches: the hot ones go
+# first (measured: ~30 routes tried before /points/query was ~10 % of a single
+# query's time on the event loop).
+_MATCH_ORDER: Final[tuple[Route, ...]] = (
+    *query.ROUTES, *points.ROUTES, *collections.ROUTES, *cluster.ROUTES, *service.ROUTES, _OPENAPI_ROUTE,
+)
+assert sorted(map(id, _MATCH_ORDER)) == sorted(map(id, ALL_ROUTES))
 
 
 def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,9 +87,14 @@ def _enveloped(handler: Handler) -> Callable[[web.Request], Awaitable[web.Stream
 
 
 @web.middleware
-async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authentication (probes answer without credentials) and the error
+    envelope, in one middleware: each layer costs a coroutine per request."""
     request[_START_KEY] = time.perf_counter()
     try:
+        if request.path not in _PUBLIC_PATHS:
+            authenticate(request.app[STATE_KEY].api_key, api_key=request.headers.get("api-key"),
+                         authorization=request.headers.get("Authorization"))
         return await handler(request)
     except QclusterError as error:
         status = wire_status_for(error)
@@ -101,24 +114,16 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
                                message=f"Service internal error: {type(exc).__name__}: {exc}")
 
 
-@web.middleware
-async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in _PUBLIC_PATHS:
-        authenticate(request.app[STATE_KEY].api_key, api_key=request.headers.get("api-key"),
-                     authorization=request.headers.get("Authorization"))
-    return await handler(request)
-
-
 def build_app(state: NodeState) -> web.Application:
     """The application for one node; ``state.toc`` may be set later (readiness)."""
     app = web.Application(
         client_max_size=state.body_bytes_max,
-        middlewares=[_error_middleware, _auth_middleware],
+        middlewares=[_middleware],
     )
     app[STATE_KEY] = state
     app[_OPENAPI_KEY] = orjson.dumps(build_document(ALL_ROUTES))
     query.install(app, state)
-    for route in ALL_ROUTES:
+    for route in _MATCH_ORDER:
         handler = _enveloped(route.handler) if route.is_enveloped else route.handler
         app.router.add_route(route.method, route.path, handler, name=route.operation_id)
     return app

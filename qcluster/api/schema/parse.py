@@ -16,7 +16,8 @@ from typing import Any, Final
 import orjson
 
 from qcluster import limits
-from qcluster.engine.filters import parse_filter, validate_key
+from qcluster.engine.filter_cache import parsed_filter
+from qcluster.engine.filters import validate_key
 from qcluster.errors import InvalidRequest, LimitExceeded
 from qcluster.types import PayloadSelector, PointId, ReadConsistency, ReadConsistencyKind, normalize_point_id
 
@@ -237,14 +238,16 @@ def optional_filter(raw: dict[str, Any], key: str = "filter", *, path: str) -> d
     """Validate a filter with the engine's parser and return the original JSON.
 
     Storage takes the JSON (it is what the WAL records), so the parsed form is
-    only used to reject a bad filter here, with its path.
+    only used to reject a bad filter here, with its path. It goes through the
+    engine's cache of parsed filters: a filter that repeats across requests
+    (a tenant's, a long ``any`` list) is parsed once.
     """
     value = raw.get(key)
     if value is None:
         return None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{join(path, key)}: expected an object, got {json_type(value)}")
-    parse_filter(value, path=join(path, key))
+    parsed_filter(value, path=join(path, key))
     return value
 
 
