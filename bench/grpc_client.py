@@ -7,7 +7,10 @@ with bench/http_client.py).
 
 grpc.aio, one channel (one HTTP/2 connection) shared by ``concurrency``
 asyncio tasks, each with at most one ``Query`` in flight: N tasks = N
-concurrent streams multiplexed on that connection. Each request carries a
+concurrent streams multiplexed on that connection. With concurrency 1 (one
+client, and batched) calls go through a blocking stub instead, as the SDK's
+``Client`` makes them: with one call in flight an event loop only adds cost
+(measured: 64-row batches ~10 100 QPS blocking vs ~8 000-8 900 with grpc.aio). Each request carries a
 raw float32 matrix: one row per request, or ``batch`` rows per request. The
 ``DenseQueryRequest`` messages are built before the clock starts (protobuf
 serialisation of the prepared message happens in the call, as it must);
@@ -48,15 +51,24 @@ def _requests(collection: str, queries: np.ndarray, job: dict[str, Any]) -> list
 async def _main(target: str, collection: str) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = dense_pb2_grpc.DensePointsStub(channel)
+        # One request in flight needs no event loop: the blocking stub (what
+        # the SDK's Client uses) costs the client less per call than grpc.aio.
+        blocking_channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+        blocking_stub = dense_pb2_grpc.DensePointsStub(blocking_channel)
+        concurrency = 1
 
         async def call(request: dense_pb2.DenseQueryRequest) -> dense_pb2.DenseQueryReply:
             try:
+                if concurrency == 1:
+                    return blocking_stub.Query(request, timeout=CALL_TIMEOUT_S)  # type: ignore[no-any-return]
                 reply: dense_pb2.DenseQueryReply = await stub.Query(request, timeout=CALL_TIMEOUT_S)
-            except grpc.aio.AioRpcError as exc:
+            except grpc.RpcError as exc:
                 raise RuntimeError(f"gRPC {exc.code().name}: {(exc.details() or '')[:300]}") from None
             return reply
 
         async def run_job(job: dict[str, Any], queries: np.ndarray) -> dict[str, Any]:
+            nonlocal concurrency
+            concurrency = int(job["concurrency"])
             results: Results[dense_pb2.DenseQueryReply] = Results(
                 rows=len(queries), limit=int(job["limit"]), batch=int(job["batch"]))
 
@@ -71,6 +83,7 @@ async def _main(target: str, collection: str) -> None:
             return await timed_run(_requests(collection, queries, job), call, record, job=job, results=results)
 
         await serve_jobs(run_job)
+        blocking_channel.close()
 
 
 if __name__ == "__main__":
