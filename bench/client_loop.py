@@ -11,7 +11,8 @@ answered by one JSON line (``{"ok": true, "wall_s", "completed",
 per-request latencies go to the ``out`` npz. ``concurrency`` asyncio tasks
 pull the next prepared request from a shared cursor; the run stops when the
 requests run out, at ``max_seconds``, or at the first error. A few untimed
-warm-up requests go first.
+warm-up requests go first, ``concurrency`` at a time (so every connection is
+open before the clock starts).
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ class Results(Generic[A]):
 
 async def timed_run(requests: Sequence[R], call: Callable[[R], Awaitable[A]],
                     record: Callable[[int, A], None], *, job: dict[str, Any], results: Results[A]) -> dict[str, Any]:
-    for request in requests[:WARMUP_REQUESTS]:
-        await call(request)
+    # Warm-up, untimed: as many requests at once as the run has clients, so
+    # that every connection (one per concurrent HTTP client) is open before
+    # the clock starts, like the in-process systems' threads.
+    concurrency = int(job["concurrency"])
+    for start in range(0, max(WARMUP_REQUESTS, concurrency), concurrency):
+        await asyncio.gather(*(call(request) for request in requests[start:start + concurrency]))
     latencies: list[float] = []
     errors: list[str] = []
     cursor = iter(range(len(requests)))

@@ -59,10 +59,12 @@ from qcluster.api.schema.parse_query import (
 from qcluster.api.schema.render import (
     render_collection_info,
     render_record,
+    render_scored_columns,
     render_scored_point,
     render_update_result,
 )
 from qcluster.api.schema.vectors import check_dense_matrix
+from qcluster.engine.reads import search_key
 from qcluster.errors import InvalidRequest, LimitExceeded, NotFound, PreconditionFailed, QclusterError
 from qcluster.operations import DeleteFieldIndex, Operation
 from qcluster.types import CollectionConfig, PayloadSelector, PointId, QueryRequest, ReadConsistency, ScoredColumns, ScoredPoint
@@ -413,19 +415,36 @@ def _scroll_as_query(collection: Collection, request: QueryRequest) -> list[Any]
     return rendered
 
 
+def _is_plain(parsed: ParsedQuery) -> bool:
+    """Ids, versions and scores only: answered from columns, no object per hit."""
+    request = parsed.request
+    return (not parsed.is_scroll and parsed.lookup_id is None and request.offset == 0
+            and not request.with_payload.enabled and not request.with_vector)
+
+
 def _run_queries(collection: Collection, queries: list[ParsedQuery]) -> list[list[Any]]:
-    """Answer every query; vector queries go to storage as one batch."""
+    """Answer every query. Plain vector queries that differ only in their
+    vector go to storage as one matrix (``query_matrix``); the other vector
+    queries as one batch."""
     is_named = collection.config.is_named_vectors
     answers: list[list[Any] | None] = [None] * len(queries)
     batch_requests: list[QueryRequest] = []
     batch_positions: list[int] = []
+    plain: dict[bytes, list[int]] = {}
     for position, parsed in enumerate(queries):
         if parsed.is_scroll:
             answers[position] = _scroll_as_query(collection, parsed.request)
-            continue
-        request = _resolve_lookup(collection, parsed) if parsed.lookup_id is not None else parsed.request
-        batch_requests.append(request)
-        batch_positions.append(position)
+        elif _is_plain(parsed):
+            plain.setdefault(search_key(parsed.request), []).append(position)
+        else:
+            request = _resolve_lookup(collection, parsed) if parsed.lookup_id is not None else parsed.request
+            batch_requests.append(request)
+            batch_positions.append(position)
+    for positions in plain.values():
+        columns = collection.query_matrix(queries[positions[0]].request,
+                                          np.stack([queries[position].request.vector for position in positions]))
+        for position, rendered in zip(positions, render_scored_columns(columns), strict=True):
+            answers[position] = rendered
     results = collection.query_batch(batch_requests) if batch_requests else []
     assert len(results) == len(batch_requests)
     for position, points in zip(batch_positions, results, strict=True):

@@ -36,7 +36,7 @@ from qcluster.types import (
 if TYPE_CHECKING:
     from qcluster.engine.shard import LocalShard
 
-__all__ = ["count", "retrieve", "scroll", "search_batch", "search_columns"]
+__all__ = ["count", "retrieve", "scroll", "search_batch", "search_columns", "search_key"]
 
 WithVector = bool | tuple[str, ...]
 _RANGE_TYPES = (PayloadSchemaType.INTEGER, PayloadSchemaType.FLOAT, PayloadSchemaType.DATETIME)
@@ -51,8 +51,9 @@ def _vectors_of(segment: Segment, offset: int, with_vector: WithVector) -> dict[
     return {name: value for name, value in vectors.items() if name in with_vector}
 
 
-def _group_key(request: QueryRequest) -> bytes:
-    """Requests that share everything but the vector are searched as one FAISS batch."""
+def search_key(request: QueryRequest) -> bytes:
+    """Equal for requests that differ only in their vector (and in what their
+    answers carry): those are searched as one FAISS batch."""
     return orjson.dumps(
         [request.using, request.filter, request.limit + request.offset, request.params.hnsw_ef,
          request.params.exact, request.params.indexed_only],
@@ -68,7 +69,7 @@ def search_batch(shard: LocalShard, requests: list[QueryRequest]) -> list[list[S
     results: list[list[ScoredPoint]] = [[] for _ in requests]
     groups: dict[bytes, list[int]] = defaultdict(list)
     for position, request in enumerate(requests):
-        groups[_group_key(request)].append(position)
+        groups[search_key(request)].append(position)
     for positions in groups.values():
         group = [requests[position] for position in positions]
         searched = _search(shard, group[0], np.stack([request.vector for request in group]))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from qcluster.storage.interface import CollectionInfo, UpdateResult
-from qcluster.types import DEFAULT_VECTOR, CollectionConfig, HnswConfig, Record, ScoredPoint, VectorParams
+from qcluster.types import DEFAULT_VECTOR, CollectionConfig, HnswConfig, Record, ScoredColumns, ScoredPoint, VectorParams
 
 __all__ = [
     "render_collection_info",
@@ -54,6 +54,19 @@ def render_scored_point(point: ScoredPoint, *, is_named: bool) -> dict[str, Any]
         "shard_key": None,
         "order_value": None,
     }
+
+
+def render_scored_columns(columns: ScoredColumns) -> list[list[dict[str, Any]]]:
+    """Per query row, its hits as ``render_scored_point`` renders a plain
+    ScoredPoint (no payload, no vector)."""
+    hits = [
+        {"id": point_id, "version": version, "score": score, "payload": None, "vector": None, "shard_key": None,
+         "order_value": None}
+        for point_id, version, score in zip(columns.ids, columns.versions.tolist(), columns.scores.tolist(),
+                                            strict=True)
+    ]
+    ends = np.cumsum(columns.counts).tolist()
+    return [hits[end - count:end] for end, count in zip(ends, columns.counts.tolist(), strict=True)]
 
 
 def render_update_result(result: UpdateResult) -> dict[str, Any]:
