@@ -160,18 +160,24 @@ def markdown(run: dict[str, Any], plot_name: str | None) -> str:
               "- qcluster is a real `python -m qcluster serve` subprocess. Its load client (`bench/http_client.py`) "
               "is a separate process: asyncio + aiohttp, one `ClientSession`, N tasks = N keep-alive connections "
               "(1 for one client, 8 for 8 clients), orjson bodies prepared before the clock starts, answers "
-              "decoded in the timed loop. Batched = `/points/query/batch` with "
+              "decoded in the timed loop; untimed warm-up requests first, N at a time, so every connection is "
+              "open before the clock starts. Batched = `/points/query/batch` with "
               f"{config['batch_size']} searches per request.",
               "- qcluster-grpc is the same server over qcluster's dense gRPC extension (`qcluster.proto.v1."
               "DensePoints`, raw float32 matrices): ingest with the SDK's `Client.upload`, searches from "
-              "`bench/grpc_client.py` (a separate process: grpc.aio, one channel shared by N tasks, request "
+              "`bench/grpc_client.py` (a separate process: grpc.aio, one channel shared by N tasks; with one "
+              "call in flight — 1 client, batched — a blocking stub as the SDK's `Client` uses; request "
               "messages built before the clock starts, replies decoded with `np.frombuffer` in the timed loop). "
               f"Batched = one `Query` with {config['batch_size']} query rows.",
               "- In-process systems: 8 clients = 8 threads sharing the system object.",
+              "- The floor under the network figures on this machine (minimal aiohttp servers with the same "
+              "load client) is measured by `python -m bench.floor`: `floor-<date>.md`.",
               "- Ingest: batches of 1 000 points with payloads; ingest pts/s = points / time until the last batch "
               "was acknowledged; 'indexed after' = from the first batch until the index is complete; "
               "'index s' = indexed after − upload.",
-              f"- Every load run stops after {config['max_seconds_per_load']} s or when its queries run out.",
+              f"- Every load run stops after {config['max_seconds_per_load']} s or when its queries run out; "
+              f"8-client and batched runs go through the queries {config.get('throughput_passes', 1)} times "
+              "(recall over every answer).",
               ""]
     return "\n".join(lines)
 

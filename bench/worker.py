@@ -123,13 +123,20 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
                 sweep.append({"ef": ef, **entry})
                 checkpoint("sweep", sweep)
         result["sweep"] = sweep
+        # Throughput runs: the queries repeated (config.throughput_passes), each row with its truth.
+        passes = config.throughput_passes
+        repeated = np.concatenate([queries] * passes)
+        repeated_path = workdir / f"queries-x{passes}.npy"
+        np.save(repeated_path, repeated)
+        repeated_gt = np.concatenate([gt] * passes)
         if system.is_thread_safe:
-            result["concurrent"] = measure("concurrent", mode="concurrent", queries=queries, queries_path=qpath,
-                                           ef=config.default_ef, spec=None, max_seconds=max_s, truth=gt)
+            result["concurrent"] = measure("concurrent", mode="concurrent", queries=repeated,
+                                           queries_path=repeated_path, ef=config.default_ef, spec=None,
+                                           max_seconds=max_s, truth=repeated_gt)
         else:
             result["errors"]["concurrent"] = f"skipped: {system.unsafe_reason}"
-        result["batched"] = measure("batched", mode="batched", queries=queries, queries_path=qpath,
-                                    ef=config.default_ef, spec=None, max_seconds=max_s, truth=gt)
+        result["batched"] = measure("batched", mode="batched", queries=repeated, queries_path=repeated_path,
+                                    ef=config.default_ef, spec=None, max_seconds=max_s, truth=repeated_gt)
         save_partial(result, workdir)
         filtered: list[dict[str, Any]] = []
         fcount = workload.filtered_query_count()
