@@ -430,12 +430,12 @@ def _run_queries(collection: Collection, queries: list[ParsedQuery]) -> list[lis
     answers: list[list[Any] | None] = [None] * len(queries)
     batch_requests: list[QueryRequest] = []
     batch_positions: list[int] = []
-    plain: dict[bytes, list[int]] = {}
+    plain: dict[tuple[bytes, float | None], list[int]] = {}  # one matrix per search and threshold
     for position, parsed in enumerate(queries):
         if parsed.is_scroll:
             answers[position] = _scroll_as_query(collection, parsed.request)
         elif _is_plain(parsed):
-            plain.setdefault(search_key(parsed.request), []).append(position)
+            plain.setdefault((search_key(parsed.request), parsed.request.score_threshold), []).append(position)
         else:
             request = _resolve_lookup(collection, parsed) if parsed.lookup_id is not None else parsed.request
             batch_requests.append(request)
