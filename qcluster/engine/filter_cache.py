@@ -1,35 +1,60 @@
-"""Parsed filters, cached by their canonical JSON: the same filter repeats across queries."""
+"""Parsed filters, cached by their canonical JSON: the same filter repeats
+across queries (a tenant's, a date range, a long ``any`` list).
+
+The cache is bounded twice: at most ``_CACHE_ENTRIES`` filters and at most
+``_CACHE_BYTES`` of canonical JSON in all, least recently used out first, so
+that many distinct large filters (each up to the request size limit) cannot
+grow it without bound. Thread-safe: storage threads share it.
+"""
 
 from __future__ import annotations
 
-import functools
+import collections
+import threading
 from typing import Any, Final
 
 import orjson
 
 from qcluster.engine.filters import Filter, parse_filter
-from qcluster.errors import QclusterError
 
 __all__ = ["parsed_filter"]
 
-_CACHE_SIZE: Final = 1024
+_CACHE_ENTRIES: Final = 1024
+_CACHE_BYTES: Final = 64 * 1024 * 1024
+
+_lock = threading.Lock()
+_cache: collections.OrderedDict[bytes, Filter] = collections.OrderedDict()
+_cached_bytes = 0
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _parse_cached(canonical: bytes) -> Filter:
-    return parse_filter(orjson.loads(canonical))
+def _remember(canonical: bytes, parsed: Filter) -> None:
+    global _cached_bytes  # noqa: PLW0603 - the module is the cache
+    if len(canonical) > _CACHE_BYTES:
+        return
+    with _lock:
+        if canonical in _cache:
+            return
+        _cache[canonical] = parsed
+        _cached_bytes += len(canonical)
+        while len(_cache) > _CACHE_ENTRIES or _cached_bytes > _CACHE_BYTES:
+            evicted, _filter = _cache.popitem(last=False)
+            _cached_bytes -= len(evicted)
 
 
 def parsed_filter(raw: dict[str, Any] | None, *, path: str = "filter") -> Filter | None:
     """The AST of a filter, or None for no filter; validates it on a cache miss.
 
-    A bad filter raises InvalidRequest / LimitExceeded naming ``path`` (it is
-    parsed again with that path: failures are not cached, and are rare).
+    A bad filter raises InvalidRequest / LimitExceeded naming ``path``;
+    failures are not cached.
     """
     if raw is None:
         return None
-    try:
-        return _parse_cached(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
-    except QclusterError:
-        parse_filter(raw, path=path)
-        raise
+    canonical = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    with _lock:
+        parsed = _cache.get(canonical)
+        if parsed is not None:
+            _cache.move_to_end(canonical)
+            return parsed
+    parsed = parse_filter(raw, path=path)  # raises for a bad filter: nothing is cached
+    _remember(canonical, parsed)
+    return parsed

@@ -359,3 +359,27 @@ def test_long_any_lists_are_checked_whole_and_errors_still_name_the_element() ->
     too_big = {"filter": {"must": [{"key": "n", "match": {"any": [1, 2**63]}}]}}
     with pytest.raises(InvalidRequest, match=r"filter.must\[0\].match.any\[1\]: integer .* outside the signed 64-bit"):
         optional_filter(too_big, path="")
+
+
+def test_the_parsed_filter_cache_is_bounded_in_entries_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qcluster.engine import filter_cache  # noqa: PLC0415
+
+    monkeypatch.setattr(filter_cache, "_CACHE_ENTRIES", 8)
+    monkeypatch.setattr(filter_cache, "_CACHE_BYTES", 4000)
+    monkeypatch.setattr(filter_cache, "_cache", type(filter_cache._cache)())  # noqa: SLF001
+    monkeypatch.setattr(filter_cache, "_cached_bytes", 0)
+
+    def flt(index: int, names: int) -> dict[str, Any]:
+        return {"must": [{"key": "name", "match": {"any": [f"{index}-{n}" for n in range(names)]}}]}
+
+    first = filter_cache.parsed_filter(flt(0, 1))
+    assert filter_cache.parsed_filter(flt(0, 1)) is first, "a repeated filter comes from the cache"
+    for index in range(1, 30):
+        filter_cache.parsed_filter(flt(index, 1 + index % 40))
+        assert len(filter_cache._cache) <= 8  # noqa: SLF001
+        assert filter_cache._cached_bytes <= 4000  # noqa: SLF001
+        assert filter_cache._cached_bytes == sum(map(len, filter_cache._cache))  # noqa: SLF001
+    assert filter_cache.parsed_filter(flt(0, 1)) is not first, "the oldest entry was evicted"
+    huge = flt(99, 2000)  # larger than the whole budget: parsed, never cached
+    assert filter_cache.parsed_filter(huge) == filter_cache.parsed_filter(huge)
+    assert all(b'"99-' not in key for key in filter_cache._cache)  # noqa: SLF001
