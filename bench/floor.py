@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 
 from bench.datasets import PYPI_DIR, REPO_ROOT
+from bench.systems.qcluster import free_port
 
 RESULTS = REPO_ROOT / "bench" / "results"
 PATH = "/collections/floor/points/query"
@@ -90,14 +91,6 @@ def _serve(port: int, mode: str) -> None:
     app.router.add_post(PATH, handle)
     app.router.add_get("/ready", ready)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
@@ -161,7 +154,7 @@ end
 
 
 def measure(mode: str, queries: np.ndarray, queries_path: Path, work: Path) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "bench.floor", "serve", str(port), mode], cwd=REPO_ROOT,
                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:

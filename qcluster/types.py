@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -353,6 +354,14 @@ class ScoredColumns:
     scores: np.ndarray  # float32
     versions: np.ndarray  # int64
     payloads: list[dict[str, Any] | None] | None  # when asked for
+
+    @classmethod
+    def by_points(cls, query_batch: Callable[[list[QueryRequest]], list[list[ScoredPoint]]],
+                  request: QueryRequest, queries: np.ndarray) -> ScoredColumns:
+        """``request`` for every row of ``queries``, answered by ``query_batch``
+        (a collection's, with ScoredPoints) and turned into columns."""
+        answers = query_batch([replace(request, vector=row) for row in queries])
+        return cls.from_points(answers, with_payload=request.with_payload.enabled)
 
     @classmethod
     def from_points(cls, answers: list[list[ScoredPoint]], *, with_payload: bool) -> ScoredColumns:

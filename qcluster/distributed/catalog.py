@@ -151,8 +151,7 @@ class DistributedCollection:
                                                       shard_keys=self._shard_keys))
 
     def query_matrix(self, request: QueryRequest, queries: np.ndarray) -> ScoredColumns:
-        return ScoredColumns.from_points(self.query_batch([dataclasses.replace(request, vector=row) for row in queries]),
-                                         with_payload=request.with_payload.enabled)
+        return ScoredColumns.by_points(self.query_batch, request, queries)
 
     def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector,
                  with_vector: bool | tuple[str, ...]) -> list[Record]:

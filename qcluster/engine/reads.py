@@ -96,22 +96,17 @@ def search_columns(shard: LocalShard, request: QueryRequest, queries: np.ndarray
     valid = np.arange(hits.keys.shape[1]) < hits.counts[:, None]
     if request.score_threshold is not None:
         valid &= hits.keys >= (request.score_threshold if distance.higher_is_better else -request.score_threshold)
-    offsets = hits.offsets[valid]
-    versions = np.zeros(offsets.shape, dtype=np.int64)
+    offsets = hits.offsets[valid].tolist()
     if isinstance(hits.segment_of, int):
-        segment = segments[hits.segment_of]
-        segment_ids = segment.ids
-        ids = [segment_ids[offset] for offset in offsets.tolist()]
-        versions = segment.versions[offsets]
+        segment_ids = segments[hits.segment_of].ids
+        ids = [segment_ids[offset] for offset in offsets]
     else:
-        in_segment = hits.segment_of[valid]
-        ids = [segments[index].ids[offset] for index, offset in zip(in_segment.tolist(), offsets.tolist(), strict=True)]
-        for index, segment in enumerate(segments):
-            chosen = in_segment == index
-            versions[chosen] = segment.versions[offsets[chosen]]
+        ids = [segments[index].ids[offset]
+               for index, offset in zip(hits.segment_of[valid].tolist(), offsets, strict=True)]
     sign = np.float32(1.0 if distance.higher_is_better else -1.0)
     return ScoredColumns(counts=valid.sum(axis=1).astype(np.uint32), ids=ids,
-                         scores=(hits.keys[valid] * sign).astype(np.float32), versions=versions, payloads=None)
+                         scores=(hits.keys[valid] * sign).astype(np.float32),
+                         versions=_versions(segments, hits)[valid], payloads=None)
 
 
 def _search(shard: LocalShard, request: QueryRequest, queries: np.ndarray) -> tuple[_Hits, Distance] | None:
@@ -175,6 +170,19 @@ def _merge_segments(tops: list[vector_index.TopK], *, k: int) -> _Hits:
                  segment_of=np.take_along_axis(segment_of, order, axis=1), counts=counts)
 
 
+def _versions(segments: list[Segment], hits: _Hits) -> np.ndarray:
+    """The version of every hit, as a matrix shaped like ``hits.offsets``
+    (padding entries read row 0 of a segment and mean nothing)."""
+    safe_offsets = np.maximum(hits.offsets, 0)
+    if isinstance(hits.segment_of, int):
+        return segments[hits.segment_of].versions[safe_offsets]
+    versions = np.zeros(hits.offsets.shape, dtype=np.int64)
+    for index, segment in enumerate(segments):
+        chosen = hits.segment_of == index
+        versions[chosen] = segment.versions[safe_offsets[chosen]]
+    return versions
+
+
 def _points(segments: list[Segment], hits: _Hits, requests: list[QueryRequest], *,
             distance: Distance) -> list[list[ScoredPoint]]:
     """ScoredPoints per request (row of ``hits``), with what each request asks
@@ -182,14 +190,7 @@ def _points(segments: list[Segment], hits: _Hits, requests: list[QueryRequest], 
     is building its ScoredPoint."""
     sign = 1.0 if distance.higher_is_better else -1.0
     rows = hits.offsets.shape[0]
-    safe_offsets = np.maximum(hits.offsets, 0)  # padding reads row 0 and is never used
-    if isinstance(hits.segment_of, int):
-        versions = segments[hits.segment_of].versions[safe_offsets]
-    else:
-        versions = np.zeros(hits.offsets.shape, dtype=np.int64)
-        for index, segment in enumerate(segments):
-            chosen = hits.segment_of == index
-            versions[chosen] = segment.versions[safe_offsets[chosen]]
+    versions = _versions(segments, hits)
     all_keys = hits.keys.tolist()
     all_scores = (hits.keys * sign).tolist()
     all_offsets = hits.offsets.tolist()

@@ -272,8 +272,7 @@ class Collection:
                 and not request.with_vector):
             (shard,) = self.shards.values()
             return shard.search_columns(request, queries)
-        return ScoredColumns.from_points(self.query_batch([dataclasses.replace(request, vector=row) for row in queries]),
-                                         with_payload=request.with_payload.enabled)
+        return ScoredColumns.by_points(self.query_batch, request, queries)
 
     def retrieve(self, ids: list[PointId], *, with_payload: PayloadSelector, with_vector: WithVector) -> list[Record]:
         shards = list(self.shards.values())
