@@ -350,10 +350,22 @@ class ScoredColumns:
     without a ScoredPoint per hit where the engine can (plain answers)."""
 
     counts: np.ndarray  # uint32, hits per query row
-    ids: list[PointId]
+    ids: list[PointId] | np.ndarray  # a uint64 array when the engine had every id as one
     scores: np.ndarray  # float32
     versions: np.ndarray  # int64
     payloads: list[dict[str, Any] | None] | None  # when asked for
+
+    def id_list(self) -> list[PointId]:
+        return self.ids.tolist() if isinstance(self.ids, np.ndarray) else self.ids  # type: ignore[no-any-return]
+
+    def integer_ids(self, begin: int, end: int) -> np.ndarray | None:
+        """Ids ``[begin, end)`` as uint64, or None when one of them is a UUID."""
+        ids = self.ids[begin:end]
+        if isinstance(ids, np.ndarray):
+            return ids
+        if not all(type(point_id) is int for point_id in ids):
+            return None
+        return np.array(ids, dtype=np.uint64)
 
     @classmethod
     def by_points(cls, query_batch: Callable[[list[QueryRequest]], list[list[ScoredPoint]]],

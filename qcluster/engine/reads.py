@@ -96,15 +96,8 @@ def search_columns(shard: LocalShard, request: QueryRequest, queries: np.ndarray
     valid = np.arange(hits.keys.shape[1]) < hits.counts[:, None]
     if request.score_threshold is not None:
         valid &= hits.keys >= (request.score_threshold if distance.higher_is_better else -request.score_threshold)
-    offsets = hits.offsets[valid].tolist()
-    if isinstance(hits.segment_of, int):
-        segment_ids = segments[hits.segment_of].ids
-        ids = [segment_ids[offset] for offset in offsets]
-    else:
-        ids = [segments[index].ids[offset]
-               for index, offset in zip(hits.segment_of[valid].tolist(), offsets, strict=True)]
     sign = np.float32(1.0 if distance.higher_is_better else -1.0)
-    return ScoredColumns(counts=valid.sum(axis=1).astype(np.uint32), ids=ids,
+    return ScoredColumns(counts=valid.sum(axis=1).astype(np.uint32), ids=_ids(segments, hits, valid),
                          scores=(hits.keys[valid] * sign).astype(np.float32),
                          versions=_versions(segments, hits)[valid], payloads=None)
 
@@ -168,6 +161,26 @@ def _merge_segments(tops: list[vector_index.TopK], *, k: int) -> _Hits:
     counts = np.minimum(np.sum([top.counts for top in chosen], axis=0), k)
     return _Hits(keys=np.take_along_axis(keys, order, axis=1), offsets=np.take_along_axis(offsets, order, axis=1),
                  segment_of=np.take_along_axis(segment_of, order, axis=1), counts=counts)
+
+
+def _ids(segments: list[Segment], hits: _Hits, valid: np.ndarray) -> list[PointId] | np.ndarray:
+    """The ids of the ``valid`` hits, in order: a uint64 array gathered from
+    the segments' ``id_array`` when they all have one, else a list."""
+    offsets = hits.offsets[valid]
+    if isinstance(hits.segment_of, int):
+        segment = segments[hits.segment_of]
+        if segment.id_array is not None:
+            return segment.id_array[offsets]
+        return [segment.ids[offset] for offset in offsets.tolist()]
+    segment_of = hits.segment_of[valid]
+    used = np.unique(segment_of).tolist()
+    if all(segments[index].id_array is not None for index in used):
+        ids = np.zeros(offsets.shape[0], dtype=np.uint64)
+        for index in used:
+            chosen = segment_of == index
+            ids[chosen] = segments[index].id_array[offsets[chosen]]  # type: ignore[index]
+        return ids
+    return [segments[index].ids[offset] for index, offset in zip(segment_of.tolist(), offsets.tolist(), strict=True)]
 
 
 def _versions(segments: list[Segment], hits: _Hits) -> np.ndarray:

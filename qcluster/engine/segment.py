@@ -71,6 +71,13 @@ class VectorColumn:
             self.present = _grown(self.present, capacity)
 
 
+def _integer_ids(ids: list[PointId]) -> np.ndarray | None:
+    """``ids`` as uint64, or None when one of them is a UUID."""
+    if not all(type(point_id) is int for point_id in ids):
+        return None
+    return np.array(ids, dtype=np.uint64) if ids else np.zeros(0, dtype=np.uint64)
+
+
 @final
 class Segment:
     """Rows of points; appendable (RAM, searched exactly) or sealed (files, maybe HNSW)."""
@@ -88,6 +95,9 @@ class Segment:
         self.is_appendable = is_appendable
         self.count = 0
         self.ids: list[PointId] = []
+        # The ids as uint64 when every id is an integer; sealed segments only
+        # (their ids never change), so a search answer gathers ids with numpy.
+        self.id_array: np.ndarray | None = None
         # Live rows only: id -> offset.
         self.offsets: dict[PointId, int] = {}
         self.payloads: list[dict[str, Any] | None] = []
@@ -195,6 +205,7 @@ class Segment:
         count = len(ids)
         assert len(payloads) == count and versions.shape == (count,)
         self.ids = ids
+        self.id_array = _integer_ids(ids)
         self.payloads = payloads
         self.versions = versions
         if deleted_seq is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +41,32 @@ def test_fast_path_equals_general_path(tmp_path: Path, exact: bool) -> None:
 
 
 @pytest.mark.parametrize("exact", [True, False])
-def test_columns_equal_points_over_several_segments(tmp_path: Path, exact: bool) -> None:
+@pytest.mark.parametrize(("uuids", "tail"), [(False, True), (False, False), (True, True), (True, False)])
+def test_columns_equal_points_over_several_segments(tmp_path: Path, exact: bool, uuids: bool, tail: bool) -> None:
+    """Sealed segments gather ids as a uint64 array (``Segment.id_array``);
+    a segment with a UUID, or hits in the appendable segment, take the list
+    path: every combination answers as the ScoredPoint path does."""
+
+    def id_of(number: int) -> int | str:
+        return str(uuid.UUID(int=number)) if uuids and 150 <= number < 300 and number % 2 == 0 else number
+
+    def upsert(numbers: range) -> None:
+        batch, _count = _batch(list(numbers), rng)
+        shard.apply(UpsertPoints(points=dataclasses.replace(batch, ids=tuple(id_of(number) for number in numbers))))
+
     rng = random.Random(5)
     shard = LocalShard.open(tmp_path, _config(indexing_threshold=1))
     for start in (0, 150):  # two sealed segments with graphs (unless exact) ...
-        batch, _count = _batch(list(range(start, start + 150)), rng)
-        shard.apply(UpsertPoints(points=batch))
+        upsert(range(start, start + 150))
         optimizer.run_task(shard, optimizer.Task(optimizer.TaskKind.SEAL))
     while (task := optimizer.plan_task(shard)) is not None and task.kind == optimizer.TaskKind.INDEX:
         optimizer.run_task(shard, task)
-    batch, _count = _batch(list(range(280, 330)), rng)  # ... an appendable one, overwriting some ids
-    shard.apply(UpsertPoints(points=batch))
-    shard.apply(DeletePoints(selector=PointSelector(ids=tuple(range(0, 300, 7)))))
-    assert len(shard.segments()) >= 3
+    if tail:  # ... an appendable one, overwriting some ids
+        upsert(range(280, 330))
+    shard.apply(DeletePoints(selector=PointSelector(ids=tuple(id_of(number) for number in range(0, 300, 7)))))
+    assert len(shard.segments()) >= 2
+    sealed_arrays = [segment.id_array is not None for segment in shard.sealed]
+    assert sealed_arrays == ([True, not uuids] if len(sealed_arrays) == 2 else [not uuids])
     queries = np.random.default_rng(8).normal(size=(25, 4)).astype(np.float32)
     for limit, threshold in ((1, None), (10, None), (40, None), (10, 0.2), (400, None)):
         request = QueryRequest(vector=queries[0], using="a", limit=limit, score_threshold=threshold,
@@ -60,19 +74,22 @@ def test_columns_equal_points_over_several_segments(tmp_path: Path, exact: bool)
         columns = shard.search_columns(request, queries)
         points = shard.search_batch([dataclasses.replace(request, vector=row) for row in queries])
         assert columns.counts.tolist() == [len(answer) for answer in points]
-        assert columns.ids == [point.id for answer in points for point in answer]
+        assert columns.id_list() == [point.id for answer in points for point in answer]
+        assert all(type(point_id) in (int, str) for point_id in columns.id_list())
+        assert isinstance(columns.ids, np.ndarray) == (not uuids and not tail)
         assert columns.scores.tolist() == [np.float32(point.score) for answer in points for point in answer]
         assert columns.versions.tolist() == [point.version for answer in points for point in answer]
         if exact:  # against a plain numpy ranking of the live points
-            live = {point.id: point for point in shard.retrieve(list(range(330)), with_payload=PayloadSelector(),
+            everything = [id_of(number) for number in range(330)]
+            live = {point.id: point for point in shard.retrieve(everything, with_payload=PayloadSelector(),
                                                                  with_vector=True)}
-            ids = sorted(live)
+            ids = list(live)
             matrix = np.stack([live[point_id].vectors["a"] for point_id in ids])
             for row, answer in enumerate(points):
                 scores = matrix @ queries[row]
                 order = np.argsort(-scores, kind="stable")
                 expected = [ids[index] for index in order if threshold is None or scores[index] >= threshold][:limit]
-                assert sorted(point.id for point in answer) == sorted(expected)
+                assert sorted((point.id for point in answer), key=str) == sorted(expected, key=str)
     shard.close()
 
 

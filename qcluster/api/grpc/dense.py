@@ -90,11 +90,11 @@ def _reply(results: ScoredColumns, begin: int, end: int, *, rows: slice) -> dens
     """The reply for query rows ``rows`` whose results are ``[begin, end)`` of the flat results."""
     reply = dense_pb2.DenseQueryReply(counts=results.counts[rows].astype("<u4").tobytes(),
                                       scores=results.scores[begin:end].astype("<f4").tobytes())
-    ids = results.ids[begin:end]
-    if all(isinstance(point_id, int) for point_id in ids):
-        reply.ids = np.asarray(ids, dtype="<u8").tobytes()
+    ids = results.integer_ids(begin, end)
+    if ids is not None:
+        reply.ids = ids.astype("<u8", copy=False).tobytes()
     else:
-        reply.uuids.extend(str(point_id) for point_id in ids)
+        reply.uuids.extend(str(point_id) for point_id in results.ids[begin:end])
     if results.payloads is not None:
         reply.payloads_json = orjson.dumps(results.payloads[begin:end])
     return reply

@@ -62,7 +62,7 @@ def render_scored_columns(columns: ScoredColumns) -> list[list[dict[str, Any]]]:
     hits = [
         {"id": point_id, "version": version, "score": score, "payload": None, "vector": None, "shard_key": None,
          "order_value": None}
-        for point_id, version, score in zip(columns.ids, columns.versions.tolist(), columns.scores.tolist(),
+        for point_id, version, score in zip(columns.id_list(), columns.versions.tolist(), columns.scores.tolist(),
                                             strict=True)
     ]
     ends = np.cumsum(columns.counts).tolist()
