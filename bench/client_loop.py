@@ -42,6 +42,19 @@ class Results(Generic[A]):
         self.limit = limit
         self.batch = batch
 
+    def record_flat(self, request_index: int, ids: np.ndarray, counts: np.ndarray) -> None:
+        """The answer to request ``request_index`` as flat ids and hits per row
+        (as the dense gRPC reply carries them): one numpy copy when every row
+        has ``limit`` hits."""
+        first = request_index * self.batch
+        rows = counts.shape[0]
+        if rows and bool((counts == self.limit).all()):
+            self.ids[first:first + rows] = ids.reshape(rows, self.limit)
+            self.answered[first:first + rows] = True
+            return
+        ends = np.cumsum(counts).tolist()
+        self.record(request_index, [ids[end - count:end] for end, count in zip(ends, counts.tolist())])
+
     def record(self, request_index: int, per_row_ids: Sequence[Sequence[int]]) -> None:
         first = request_index * self.batch
         for offset, found in enumerate(per_row_ids):

@@ -75,10 +75,8 @@ async def _main(target: str, collection: str) -> None:
             def record(index: int, reply: dense_pb2.DenseQueryReply) -> None:
                 if reply.uuids:
                     raise ValueError("reply carries UUIDs; the benchmark uses integer ids")
-                counts = np.frombuffer(reply.counts, dtype="<u4")
-                found = np.frombuffer(reply.ids, dtype="<u8").astype(np.int64)
-                ends = np.cumsum(counts).tolist()
-                results.record(index, [found[end - count:end] for end, count in zip(ends, counts.tolist())])
+                results.record_flat(index, np.frombuffer(reply.ids, dtype="<u8").astype(np.int64),
+                                    np.frombuffer(reply.counts, dtype="<u4"))
 
             return await timed_run(_requests(collection, queries, job), call, record, job=job, results=results)
 
