@@ -158,9 +158,11 @@ def markdown(run: dict[str, Any], plot_name: str | None) -> str:
               "server VmHWM, or the worker's peak RSS minus its RSS after loading the dataset plus the VmHWM of "
               "any child process (milvus-lite's server).",
               "- qcluster is a real `python -m qcluster serve` subprocess. Its load client (`bench/http_client.py`) "
-              "is a separate process: asyncio + aiohttp, one `ClientSession`, N tasks = N keep-alive connections "
-              "(1 for one client, 8 for 8 clients), orjson bodies prepared before the clock starts, answers "
-              "decoded in the timed loop; untimed warm-up requests first, N at a time, so every connection is "
+              "is a separate process built as a load generator (like wrk, so that it takes as little as it can "
+              "of the 2 cores from the server it measures): N keep-alive HTTP/1.1 connections (1 for one client, "
+              "8 for 8 clients) on uvloop, responses parsed by httptools, requests (head and orjson body) "
+              "encoded before the clock starts, status checked and JSON answers decoded with orjson in the "
+              "timed loop; untimed warm-up requests first, N at a time, so every connection is "
               "open before the clock starts. Batched = `/points/query/batch` with "
               f"{config['batch_size']} searches per request.",
               "- qcluster-grpc is the same server over qcluster's dense gRPC extension (`qcluster.proto.v1."

@@ -32,7 +32,7 @@ class RunConfig:
     max_seconds_per_load: float = 60.0   # every load run stops after this (or when queries run out)
     # 8-client and batched runs go through the queries this many times (1 000 queries at
     # ~10 000 QPS last 0.1 s: too short for a stable rate); recall is over every answer.
-    throughput_passes: int = 5
+    throughput_passes: int = 10
     filtered_queries: int = 200
     worker_timeout_s: float = 3600.0
     index_timeout_s: float = 1800.0
