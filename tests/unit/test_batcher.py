@@ -129,3 +129,63 @@ def test_a_stopped_executor_fails_the_request_instead_of_hanging() -> None:
         assert batcher._running == 0  # noqa: SLF001 - the slot is not leaked
 
     _run(scenario())
+
+
+def test_a_batch_cancelled_before_it_ran_fails_its_requests_and_frees_its_slot() -> None:
+    """The executor is shut down with cancel_futures while a batch waits in its
+    queue: that batch's job never runs, and its requests get Unavailable."""
+    from qcluster.errors import Unavailable
+
+    release = threading.Event()
+    blocker_started = threading.Event()
+
+    def blocker() -> None:
+        blocker_started.set()
+        release.wait(5)
+
+    async def scenario() -> None:
+        executor = concurrent.futures.ThreadPoolExecutor(1)
+        executor.submit(blocker)  # occupies the only worker
+        assert blocker_started.wait(5)
+        batcher = Batcher(executor=executor, run_batch=lambda items: items, batch_max=4, parallel_max=1)
+        waiting = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.02)
+        executor.shutdown(wait=False, cancel_futures=True)
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(waiting, 5)
+        assert batcher._running == 0  # noqa: SLF001 - the slot is not leaked
+        release.set()
+
+    _run(scenario())
+
+
+def test_one_batch_at_a_time_until_the_running_one_is_slow() -> None:
+    """Queued requests wait for a fast batch (so they go together), but a
+    batch that runs past overlap_after_s gets a second one beside it, so one
+    slow query does not hold every other one."""
+    release = threading.Event()
+    seen: list[list[int]] = []
+
+    def run_batch(items: list[int]) -> list[int | BaseException]:
+        seen.append(list(items))
+        if 0 in items:
+            release.wait(5)  # the slow batch
+        return items
+
+    async def scenario() -> None:
+        with concurrent.futures.ThreadPoolExecutor(2) as executor:
+            batcher = Batcher(executor=executor, run_batch=run_batch, batch_max=8, parallel_max=2,
+                              overlap_after_s=0.2)
+            slow = asyncio.ensure_future(batcher.submit(0))
+            await asyncio.sleep(0.02)
+            queued = [asyncio.ensure_future(batcher.submit(n)) for n in (1, 2, 3)]
+            await asyncio.sleep(0.05)
+            assert seen == [[0]], "before overlap_after_s the queue waits for the running batch"
+            assert await asyncio.wait_for(asyncio.gather(*queued), 2) == [1, 2, 3]
+            assert not slow.done(), "the queue was answered beside the slow batch, not after it"
+            assert seen == [[0], [1, 2, 3]]
+            release.set()
+            assert await asyncio.wait_for(slow, 5) == 0
+            assert batcher._running == 0  # noqa: SLF001
+
+    _run(scenario())

@@ -9,7 +9,7 @@ dimensions, finiteness, payloads, limits) is the same code as for JSON, in
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
     from qcluster.storage.toc import TableOfContents
 
 __all__ = ["add_dense_service", "matrix_from_proto"]
-
-# Single-row queries of concurrent requests share one search (as REST's single queries do).
-_ROWS_BATCH_MAX: Final = 64
-_ROWS_BATCHES_PARALLEL: Final = 2
-
 
 def matrix_from_proto(message: dense_pb2.Matrix, *, path: str) -> np.ndarray:
     """A read-only ``(rows, dim)`` float32 view of the message's bytes."""
@@ -160,8 +155,7 @@ def _query_rows(state: NodeState, items: list[dense_pb2.DenseQueryRequest]) -> l
 
 def add_dense_service(server: grpc.aio.Server, dispatcher: Dispatcher) -> None:
     rows_batcher: Batcher[dense_pb2.DenseQueryRequest, Message] = Batcher(
-        executor=dispatcher.state.executor, run_batch=functools.partial(_query_rows, dispatcher.state),
-        batch_max=_ROWS_BATCH_MAX, parallel_max=_ROWS_BATCHES_PARALLEL)
+        executor=dispatcher.state.executor, run_batch=functools.partial(_query_rows, dispatcher.state))
 
     async def query(request: dense_pb2.DenseQueryRequest) -> Message:
         if request.queries.rows != 1:

@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_services", "unimplemented_methods"]
 
-# Up to this many single queries share one executor job (as over REST).
-_QUERY_BATCH_MAX: Final = 64
-_QUERY_BATCHES_PARALLEL: Final = 2
-
 SyncRpc = Callable[["TableOfContents", Any], Message]
 
 
@@ -336,9 +332,7 @@ def add_services(server: grpc.aio.Server, dispatcher: Dispatcher) -> None:
     """Register Qdrant's four public services on ``server``."""
     state = dispatcher.state
     query_batcher: Batcher[pb.QueryPoints, Message] = Batcher(
-        executor=state.executor, run_batch=functools.partial(_query_many, state),
-        batch_max=_QUERY_BATCH_MAX, parallel_max=_QUERY_BATCHES_PARALLEL,
-    )
+        executor=state.executor, run_batch=functools.partial(_query_many, state))
 
     async def query(_self: Any, request: pb.QueryPoints, context: grpc.aio.ServicerContext) -> Message:
         async def work() -> Message:

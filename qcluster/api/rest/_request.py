@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import orjson
 from aiohttp import web
 
 from qcluster.api.schema.parse import check_collection_name, loads_object, read_consistency
@@ -23,12 +25,32 @@ from qcluster.types import ReadConsistency, WriteOrdering
 if TYPE_CHECKING:
     from qcluster.storage.toc import TableOfContents
 
-__all__ = ["NodeState", "STATE_KEY", "collection_read_handler", "consistency_param", "WriteParams", "read_body", "run_storage", "run_with_body", "write_params"]
+__all__ = ["NodeState", "START_KEY", "STATE_KEY", "elapsed_s", "enveloped", "enveloped_bytes", "collection_read_handler", "consistency_param", "WriteParams", "read_body", "run_storage", "run_with_body", "write_params"]
 
 T = TypeVar("T")
 
 
 STATE_KEY: Final = web.AppKey("qcluster_state", NodeState)
+# When the request reached the handler chain (``time.perf_counter``), for the
+# envelope's ``time``. aiohttp >= 3.12 wants typed request keys; older versions take a string.
+START_KEY: Final[Any] = (
+    web.RequestKey("qcluster_started_s", float) if hasattr(web, "RequestKey") else "qcluster_started_s"
+)
+
+
+def elapsed_s(request: web.Request) -> float:
+    started = request.get(START_KEY)
+    return 0.0 if started is None else time.perf_counter() - started
+
+
+def enveloped(result: Any, *, time_s: float) -> web.Response:
+    """Qdrant's success envelope around ``result``."""
+    return web.Response(body=enveloped_bytes(result, time_s=time_s), content_type="application/json")
+
+
+def enveloped_bytes(result: Any, *, time_s: float) -> bytes:
+    """The body of ``enveloped``; callable off the event loop."""
+    return orjson.dumps({"result": result, "status": "ok", "time": time_s}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def state_of(request: web.Request) -> NodeState:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import orjson
@@ -21,7 +20,7 @@ from aiohttp import web
 from qcluster.api.auth import authenticate
 from qcluster.api.error_mapping import http_headers_for, wire_status_for
 from qcluster.api.rest import cluster, collections, points, query, service
-from qcluster.api.rest._request import STATE_KEY, NodeState
+from qcluster.api.rest._request import START_KEY, STATE_KEY, NodeState, elapsed_s, enveloped
 from qcluster.api.rest._route import Handler, Route
 from qcluster.api.rest.openapi import build_document
 from qcluster.errors import QclusterError
@@ -29,10 +28,6 @@ from qcluster.errors import QclusterError
 __all__ = ["ALL_ROUTES", "build_app", "json_response"]
 
 _log = logging.getLogger("qcluster.api.rest")
-# aiohttp >= 3.12 wants typed request keys; older versions take a string.
-_START_KEY: Final[Any] = (
-    web.RequestKey("qcluster_started_s", float) if hasattr(web, "RequestKey") else "qcluster_started_s"
-)
 # Probes answer without credentials so orchestrators can check a secured node.
 _PUBLIC_PATHS: Final = frozenset(("/", "/healthz", "/livez", "/readyz"))
 
@@ -67,35 +62,27 @@ def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | Non
     )
 
 
-def _elapsed_s(request: web.Request) -> float:
-    started = request.get(_START_KEY)
-    return 0.0 if started is None else time.perf_counter() - started
-
-
 def _error_response(request: web.Request, *, status: int, message: str,
                     headers: dict[str, str] | None = None) -> web.Response:
-    return json_response({"status": {"error": message}, "time": _elapsed_s(request)}, status=status, headers=headers)
-
-
-def _enveloped(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        result = await handler(request)
-        assert not isinstance(result, web.StreamResponse), "enveloped handlers return a result"
-        return json_response({"result": result, "status": "ok", "time": _elapsed_s(request)})
-
-    return handle
+    return json_response({"status": {"error": message}, "time": elapsed_s(request)}, status=status, headers=headers)
 
 
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authentication (probes answer without credentials) and the error
-    envelope, in one middleware: each layer costs a coroutine per request."""
-    request[_START_KEY] = time.perf_counter()
+    """Authentication (probes answer without credentials), Qdrant's envelope
+    and the error envelope, in one middleware: each layer costs a coroutine
+    per request. A handler's result is enveloped; a response it returns (a
+    probe, the OpenAPI document, an answer rendered off the loop) is sent as
+    it is."""
+    request[START_KEY] = time.perf_counter()
     try:
         if request.path not in _PUBLIC_PATHS:
             authenticate(request.app[STATE_KEY].api_key, api_key=request.headers.get("api-key"),
                          authorization=request.headers.get("Authorization"))
-        return await handler(request)
+        result = await handler(request)
+        if isinstance(result, web.StreamResponse):
+            return result
+        return enveloped(result, time_s=elapsed_s(request))
     except QclusterError as error:
         status = wire_status_for(error)
         level = logging.WARNING if status.http_status >= 500 else logging.DEBUG
@@ -124,6 +111,5 @@ def build_app(state: NodeState) -> web.Application:
     app[_OPENAPI_KEY] = orjson.dumps(build_document(ALL_ROUTES))
     query.install(app, state)
     for route in _MATCH_ORDER:
-        handler = _enveloped(route.handler) if route.is_enveloped else route.handler
-        app.router.add_route(route.method, route.path, handler, name=route.operation_id)
+        app.router.add_route(route.method, route.path, route.handler, name=route.operation_id)
     return app

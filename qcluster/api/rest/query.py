@@ -5,13 +5,23 @@ legacy ``/points/search`` (and its batch). What each does is in
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Final
 
 from aiohttp import web
 
 from qcluster.api import actions
 from qcluster.api.batcher import Batcher
-from qcluster.api.rest._request import NodeState, collection_read_handler, consistency_param, read_body, state_of, timeout_param
+from qcluster.api.rest._request import (
+    START_KEY,
+    NodeState,
+    collection_read_handler,
+    consistency_param,
+    enveloped,
+    read_body,
+    state_of,
+    timeout_param,
+)
 from qcluster.api.rest._route import Route
 from qcluster.api.schema.parse import check_collection_name
 
@@ -20,33 +30,29 @@ __all__ = ["ROUTES"]
 _READ_QUERY = ("consistency", "timeout")
 
 _BATCHER_KEY: Final = web.AppKey("qcluster_query_batcher", Batcher)
-# Up to this many single queries share one executor job and one FAISS call.
-_QUERY_BATCH_MAX: Final = 64
-# Batches in flight at once: one per core keeps both busy without queueing in the pool.
-_QUERY_BATCHES_PARALLEL: Final = 2
 
 
-def _query_many(state: NodeState, items: list[actions.QueryItem]) -> list[dict[str, Any] | BaseException]:
-    return actions.query_many(state.ready_toc(), items)
+def _query_many(state: NodeState, items: list[tuple[actions.QueryItem, float]]) -> list[web.Response | BaseException]:
+    """Answers of single queries, as whole responses: the JSON is rendered
+    here, in the storage thread, not on the event loop."""
+    outcomes = actions.query_many(state.ready_toc(), [item for item, _started in items])
+    now = time.perf_counter()
+    return [outcome if isinstance(outcome, BaseException) else enveloped(outcome, time_s=now - started)
+            for outcome, (_item, started) in zip(outcomes, items, strict=True)]
 
 
 def install(app: web.Application, state: NodeState) -> None:
     """Give the application its query batcher (see ``qcluster.api.batcher``)."""
-    app[_BATCHER_KEY] = Batcher(
-        executor=state.executor,
-        run_batch=functools.partial(_query_many, state),
-        batch_max=_QUERY_BATCH_MAX,
-        parallel_max=_QUERY_BATCHES_PARALLEL,
-    )
+    app[_BATCHER_KEY] = Batcher(executor=state.executor, run_batch=functools.partial(_query_many, state))
 
 
-async def query_points(request: web.Request) -> Any:
+async def query_points(request: web.Request) -> web.Response:
     name = check_collection_name(request.match_info["collection_name"])
     timeout_param(request)
     consistency = consistency_param(request)
     state_of(request).ready_toc()
     body = await read_body(request)
-    return await request.app[_BATCHER_KEY].submit((name, body, consistency))
+    return await request.app[_BATCHER_KEY].submit(((name, body, consistency), request[START_KEY]))
 
 
 query_batch_points = collection_read_handler(actions.query_batch)
