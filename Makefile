@@ -60,7 +60,7 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt $(foreach peer,$(BENCH_PEE
 bench-venv: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BENCH_PY) -m bench.run --dataset pypi,synthetic --systems faiss,qcluster,qcluster-grpc,qdrant-local,chromadb,milvus-lite,lancedb --out bench/results
+	$(BENCH_PY) -m bench.run --dataset pypi,synthetic --systems faiss,qcluster,qcluster-grpc,qcluster-cluster,qdrant-local,chromadb,milvus-lite,lancedb --out bench/results
 
 bench-quick: install
 	$(PY) -m bench.run --quick

@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 
 from bench.datasets import PYPI_DIR, REPO_ROOT
-from bench.systems.qcluster import free_port
+from qcluster.testing.ports import free_port
 
 RESULTS = REPO_ROOT / "bench" / "results"
 PATH = "/collections/floor/points/query"

@@ -1,6 +1,8 @@
 """Load client for qcluster's REST API, run as its own process
-(``python -m bench.http_client URL COLLECTION``) so that its event loop and
-JSON work never share a GIL with the harness.
+(``python -m bench.http_client URL[,URL...] COLLECTION``) so that its event
+loop and JSON work never share a GIL with the harness. With several URLs
+(the nodes of a cluster) the connections are spread over them in turn, as a
+load balancer in front of the nodes would.
 
 The job protocol and the timed loop are in bench/client_loop.py (shared with
 bench/grpc_client.py).
@@ -107,20 +109,29 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_exception(error)
 
 
-async def _main(base_url: str) -> None:
-    split = urlsplit(base_url)
-    assert split.scheme == "http" and split.hostname and split.port, f"expected http://HOST:PORT/..., got {base_url}"
+async def _main(base_urls: list[str], collection: str) -> None:
+    targets = []
+    for base_url in base_urls:
+        split = urlsplit(base_url)
+        assert split.scheme == "http" and split.hostname and split.port, f"expected http://HOST:PORT, got {base_url}"
+        targets.append((split.hostname, split.port, split.netloc))
+    prefix = f"/collections/{collection}"
     loop = asyncio.get_running_loop()
     idle: list[_Connection] = []   # open connections not carrying a request
+    opened = 0                     # connections made so far: the next goes to targets[opened % len]
 
     async def run_job(job: dict[str, Any], queries: np.ndarray) -> dict[str, Any]:
+        nonlocal opened
         batch = int(job["batch"])
-        path = f"{split.path}/points/query" if batch == 1 else f"{split.path}/points/query/batch"
-        head = (f"POST {path} HTTP/1.1\r\nHost: {split.netloc}\r\nContent-Type: application/json\r\n"
+        path = f"{prefix}/points/query" if batch == 1 else f"{prefix}/points/query/batch"
+        # Host is informational here (every node answers every path); the first node's is sent.
+        head = (f"POST {path} HTTP/1.1\r\nHost: {targets[0][2]}\r\nContent-Type: application/json\r\n"
                 "Content-Length: {length}\r\n\r\n")
         requests = [head.format(length=len(body)).encode() + body for body in _bodies(queries, job)]
         while len(idle) < int(job["concurrency"]):  # every connection open before the clock starts
-            _transport, connection = await loop.create_connection(_Connection, split.hostname, split.port)
+            host, port, _netloc = targets[opened % len(targets)]
+            _transport, connection = await loop.create_connection(_Connection, host, port)
+            opened += 1
             idle.append(connection)
 
         async def post(request: bytes) -> Any:
@@ -151,4 +162,4 @@ async def _main(base_url: str) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(_main(f"{sys.argv[1]}/collections/{sys.argv[2]}"))
+    uvloop.run(_main(sys.argv[1].split(","), sys.argv[2]))

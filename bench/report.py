@@ -171,6 +171,11 @@ def markdown(run: dict[str, Any], plot_name: str | None) -> str:
               "call in flight — 1 client, batched — a blocking stub as the SDK's `Client` uses; request "
               "messages built before the clock starts, replies decoded with `np.frombuffer` in the timed loop). "
               f"Batched = one `Query` with {config['batch_size']} query rows.",
+              "- qcluster-cluster is three `qcluster serve` nodes in cluster mode on this same machine (3 shards "
+              "x replication factor 2): the qcluster REST sequence and load client, writes to node 1, query "
+              "connections spread over the three nodes; each query fans out to one replica per shard over the "
+              "internal gRPC. RSS is the sum of the nodes' peaks, disk the sum of their data dirs. The nodes "
+              "share the machine's cores: this is the cost of sharding and replication on one box.",
               "- In-process systems: 8 clients = 8 threads sharing the system object.",
               "- The floor under the network figures on this machine (minimal aiohttp servers with the same "
               "load client) is measured by `python -m bench.floor`: `floor-<date>.md`.",

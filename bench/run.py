@@ -31,7 +31,7 @@ from bench.systems import ALL
 from bench.worker import PARTIAL_NAME
 from bench.workload import RunConfig, write_workload
 
-QUICK_SYSTEMS = ("faiss", "qcluster", "qcluster-grpc")
+QUICK_SYSTEMS = ("faiss", "qcluster", "qcluster-grpc", "qcluster-cluster")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

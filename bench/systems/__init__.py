@@ -12,6 +12,7 @@ MODULES: Final = {
     "faiss": "bench.systems.faiss_hnsw",
     "qcluster": "bench.systems.qcluster",
     "qcluster-grpc": "bench.systems.qcluster_grpc",
+    "qcluster-cluster": "bench.systems.qcluster_cluster",
     "qdrant-local": "bench.systems.qdrant_local",
     "chromadb": "bench.systems.chroma",
     "milvus-lite": "bench.systems.milvus_lite",

@@ -16,7 +16,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,9 +27,11 @@ import httpx
 import numpy as np
 import orjson
 
+from qcluster.testing.ports import free_port
+
 from bench import load
 from bench.datasets import REPO_ROOT
-from bench.systems.base import System, proc_status_kb
+from bench.systems.base import System, proc_status_kb, tree_bytes
 from bench.workload import FilterSpec
 
 COLLECTION = "bench"
@@ -40,10 +41,63 @@ DEFAULT_FULL_SCAN_KB = 10_000
 POLL_S = 0.1
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class _Server:
+    """One ``python -m qcluster serve`` subprocess with its log file."""
+
+    def __init__(self, *, data_dir: Path, log_path: Path, args: list[str]) -> None:
+        self.data_dir = data_dir
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env["QCLUSTER__LOG__FORMAT"] = "text"
+        env["QCLUSTER__LOG__LEVEL"] = "WARNING"
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("ab")
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-m", "qcluster", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *args],
+            cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.peak_kb: int | None = None
+
+    def wait_ready(self, http: httpx.Client) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"qcluster exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                if http.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"qcluster not ready within {READY_TIMEOUT_S} s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+    def update_peak(self) -> int | None:
+        if self.process is not None:
+            self.peak_kb = proc_status_kb(self.process.pid, "VmHWM") or self.peak_kb
+        return self.peak_kb
+
+    def stop(self, notes: list[str]) -> None:
+        if self.process is not None:
+            self.update_peak()
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                code = self.process.wait(timeout=STOP_TIMEOUT_S)
+                if code != 0:
+                    notes.append(f"server {self.url} exited with {code} after SIGTERM")
+            except subprocess.TimeoutExpired:
+                notes.append(f"server {self.url} ignored SIGTERM for {STOP_TIMEOUT_S} s; killed")
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            self.process = None
+        self._log.close()
 
 
 class Qcluster(System):
@@ -54,57 +108,43 @@ class Qcluster(System):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.data_dir = self.workdir / "qcluster-data"
-        self.http_port = free_port()
-        self.grpc_port = free_port()
-        while self.grpc_port == self.http_port:
-            self.grpc_port = free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        env["QCLUSTER__LOG__FORMAT"] = "text"
-        env["QCLUSTER__LOG__LEVEL"] = "WARNING"
-        self.log_path = self.workdir / "qcluster.log"
-        self._log: IO[bytes] = self.log_path.open("ab")
-        self.server: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "qcluster", "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
-            cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=self.url, timeout=600.0)
+        self.http = httpx.Client(timeout=600.0)
         self.client: subprocess.Popen[str] | None = None
-        self._peak_kb: int | None = None
-        self._wait_ready()
+        self.servers: list[_Server] = []
+        try:
+            self.servers = self._start_servers()
+            for server in self.servers:
+                server.wait_ready(self.http)
+            self._wait_formed()
+        except BaseException:
+            self.close()
+            raise
+        self.url = self.servers[0].url
+        self.grpc_port = self.servers[0].grpc_port
 
     # -- server lifecycle ------------------------------------------------------------
-    def _wait_ready(self) -> None:
-        assert self.server is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise RuntimeError(f"qcluster exited with {self.server.returncode}: {self._log_tail()}")
-            try:
-                if self.http.get("/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"qcluster not ready within {READY_TIMEOUT_S} s: {self._log_tail()}")
+    def _start_servers(self) -> list[_Server]:
+        return [_Server(data_dir=self.workdir / "qcluster-data", log_path=self.workdir / "qcluster.log", args=[])]
 
-    def _log_tail(self) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+    def _wait_formed(self) -> None:
+        """Cluster systems wait here until every node is a member."""
 
     def versions(self) -> dict[str, str]:
         from qcluster import __version__
-        return {"qcluster": __version__, "server": self.http.get("/").json().get("version", "?")}
+        return {"qcluster": __version__, "server": self.http.get(f"{self.url}/").json().get("version", "?")}
 
     def memory_kb(self) -> dict[str, Any] | None:
-        if self.server is not None:
-            self._peak_kb = proc_status_kb(self.server.pid, "VmHWM")
-        return {"peak_rss_kb": self._peak_kb, "source": "server VmHWM (/proc/<pid>/status)"}
+        peaks = [server.update_peak() for server in self.servers]
+        if len(peaks) == 1:
+            return {"peak_rss_kb": peaks[0], "source": "server VmHWM (/proc/<pid>/status)"}
+        return {"peak_rss_kb": None if None in peaks else sum(peaks),  # type: ignore[arg-type]
+                "per_node_kb": peaks, "source": "sum of the nodes' VmHWM (/proc/<pid>/status)"}
 
     def data_path(self) -> Path:
-        return self.data_dir
+        return self.servers[0].data_dir
+
+    def disk_bytes(self) -> int:
+        return sum(tree_bytes(server.data_dir) for server in self.servers)
 
     def close(self) -> None:
         if self.client is not None:
@@ -116,25 +156,18 @@ class Qcluster(System):
                 self.client.kill()
                 self.client.wait(timeout=10)
             self.client = None
-        if self.server is not None:
-            self.memory_kb()
-            self.server.send_signal(signal.SIGTERM)
-            try:
-                code = self.server.wait(timeout=STOP_TIMEOUT_S)
-                if code != 0:
-                    self.notes.append(f"server exited with {code} after SIGTERM")
-            except subprocess.TimeoutExpired:
-                self.notes.append(f"server ignored SIGTERM for {STOP_TIMEOUT_S} s; killed")
-                self.server.kill()
-                self.server.wait(timeout=STOP_TIMEOUT_S)
-            self.server = None
+        for server in self.servers:
+            server.stop(self.notes)
         self.http.close()
-        self._log.close()
 
     # -- REST ------------------------------------------------------------------------
     def _call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        return self._call_at(self.url, method, path, body, raw)
+
+    def _call_at(self, url: str, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
         content = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
-        response = self.http.request(method, path, content=content, headers={"content-type": "application/json"})
+        response = self.http.request(method, f"{url}{path}", content=content,
+                                     headers={"content-type": "application/json"})
         if response.status_code != 200:
             raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
         return orjson.loads(response.content)["result"]
@@ -171,7 +204,7 @@ class Qcluster(System):
         self._call("PUT", c, {
             "vectors": {"size": self.dataset.dim, "distance": distance},
             "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": full_scan_kb},
-            "optimizers_config": {"indexing_threshold": 0}})
+            "optimizers_config": {"indexing_threshold": 0}, **self.collection_params()})
         self._call("PUT", f"{c}/index?wait=true", {"field_name": "year", "field_schema": "integer"})
         self._call("PUT", f"{c}/index?wait=true", {"field_name": "name", "field_schema": "keyword"})
         started = time.perf_counter()
@@ -180,23 +213,32 @@ class Qcluster(System):
         self._call("PATCH", c, {"optimizers_config": {"indexing_threshold": 1}})
         deadline = uploaded + self.config.index_timeout_s
         polls = 0
-        info: dict[str, Any] = {}
         while True:
-            info = self._call("GET", c)
             polls += 1
-            if (info["status"] == "green" and info["points_count"] == self.dataset.n
-                    and info["indexed_vectors_count"] == info["points_count"]):
+            progress = self._index_progress()
+            if progress is None:
                 break
-            if info["status"] == "red":
-                raise RuntimeError(f"collection went red while indexing: {json.dumps(info)[:500]}")
             if time.perf_counter() > deadline:
-                raise RuntimeError(f"not indexed within {self.config.index_timeout_s} s: "
-                                   f"{info['indexed_vectors_count']}/{info['points_count']} {info['status']}")
+                raise RuntimeError(f"not indexed within {self.config.index_timeout_s} s: {progress}")
             time.sleep(POLL_S)
         indexed = time.perf_counter()
         return {"upload_s": uploaded - started, "indexed_s": indexed - started, "index_s": indexed - uploaded,
-                "segments_count": info.get("segments_count"), "full_scan_threshold_kb": full_scan_kb,
-                "status_polls": polls, **upload_details}
+                "segments_count": self._call("GET", c).get("segments_count"),
+                "full_scan_threshold_kb": full_scan_kb, "status_polls": polls, **upload_details}
+
+    def collection_params(self) -> dict[str, Any]:
+        """Extra fields of the collection's creation body."""
+        return {}
+
+    def _index_progress(self) -> str | None:
+        """None once every point is indexed and the collection is green, else what is missing."""
+        info = self._call("GET", f"/collections/{COLLECTION}")
+        if info["status"] == "red":
+            raise RuntimeError(f"collection went red while indexing: {json.dumps(info)[:500]}")
+        if (info["status"] == "green" and info["points_count"] == self.dataset.n
+                and info["indexed_vectors_count"] == info["points_count"]):
+            return None
+        return f"{info['indexed_vectors_count']}/{info['points_count']} {info['status']}"
 
     # -- search through the client process ---------------------------------------------
     def load_client_args(self) -> list[str]:

@@ -1,6 +1,6 @@
-"""The benchmark harness end to end: ``python -m bench.run --quick`` (raw FAISS
-and a real qcluster server over REST and over its dense gRPC extension, on
-5 000 pypi points) into a tmp dir, within 60 s."""
+"""The benchmark harness end to end: ``python -m bench.run --quick`` (raw FAISS,
+a real qcluster server over REST and over its dense gRPC extension, and a
+three-node qcluster cluster, on 5 000 pypi points) into a tmp dir, within 60 s."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_bench_quick(tmp_path: pathlib.Path) -> None:
     assert run["dataset"]["points"] == 5000
     assert run["machine"]["cores"] >= 1 and run["machine"]["python"]
     results = {result["system"]: result for result in run["results"]}
-    assert set(results) == {"faiss", "qcluster", "qcluster-grpc"}
+    assert set(results) == {"faiss", "qcluster", "qcluster-grpc", "qcluster-cluster"}
     default_ef = run["config"]["default_ef"]
     for name, result in results.items():
         assert result["errors"] == {}, (name, result["errors"])
@@ -56,7 +56,7 @@ def test_bench_quick(tmp_path: pathlib.Path) -> None:
         assert len(result["filtered"]) == len(run["filters"]) == 6, name
         assert all(entry["qps"] > 0 for entry in result["filtered"]), name
         assert result["memory"]["peak_rss_kb"] > 0 and result["disk_bytes"] > 0, name
-    for name in ("qcluster", "qcluster-grpc"):
+    for name in ("qcluster", "qcluster-grpc", "qcluster-cluster"):
         assert results[name]["ingest"]["indexed_s"] >= results[name]["ingest"]["upload_s"], name
     assert json_path.with_suffix(".md").is_file()
     summary = json_path.with_suffix(".md").read_text()

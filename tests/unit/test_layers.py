@@ -31,6 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "node": {"engine", "storage", "cluster", "consensus", "replication", "transport", "distributed", "api",
              "telemetry"},
     "__main__": {"cli"},
+    # helpers for tests and benchmarks (free ports); no production layer may import it
+    "testing": set(),
 }
 # third-party modules only some layers may use
 RESTRICTED = {"pysyncobj": {"consensus"}, "aiohttp": {"api", "node", "client", "cli"}, "grpc": {"api", "node", "client", "transport", "proto", "cli", "distributed"},
