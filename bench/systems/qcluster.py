@@ -1,9 +1,9 @@
 """qcluster as a real server: ``python -m qcluster serve`` on free loopback
 ports and a fresh data dir, fed over REST, searched by the separate-process
-aiohttp client of bench/http_client.py.
+load client of bench/http_client.py.
 
-Ingest follows docs/configuration.md "Bulk ingestion": create with
-``indexing_threshold: 0`` (payload indexes on ``year`` and ``name`` first),
+Ingest follows docs/configuration.md "Bulk ingestion": create with the
+default ``indexing_threshold`` (payload indexes on ``year`` and ``name`` first),
 upload ``{"batch": {...}}`` bodies of 1 000 points with payloads and
 ``?wait=true`` (orjson; the next body is serialised on a helper thread while
 the current request is in flight), then PATCH ``indexing_threshold: 1`` and
@@ -204,7 +204,7 @@ class Qcluster(System):
         self._call("PUT", c, {
             "vectors": {"size": self.dataset.dim, "distance": distance},
             "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": full_scan_kb},
-            "optimizers_config": {"indexing_threshold": 0}, **self.collection_params()})
+            **self.collection_params()})
         self._call("PUT", f"{c}/index?wait=true", {"field_name": "year", "field_schema": "integer"})
         self._call("PUT", f"{c}/index?wait=true", {"field_name": "name", "field_schema": "keyword"})
         started = time.perf_counter()

@@ -11,6 +11,14 @@ the shard's state at S, and the WAL above S replays on top of it.
   moves to S and the WAL before S is dropped. "seal" is that alone.
 - index: a sealed segment without HNSW that has grown past the threshold
   (e.g. after ``indexing_threshold`` was raised from 0) is rebuilt with one.
+- extend: where a seal is due and an indexed segment has room (under
+  ``max_segment_size``), the appendable rows are *added to a copy of its
+  graph* instead of becoming a segment of their own. FAISS inserts into an
+  HNSW graph one row at a time anyway, so the graph is the one a build over
+  all rows in that order gives, and no row is inserted twice: ingestion with
+  indexing on keeps one growing graph, built as the data arrives, instead of
+  small segments that merges rebuild from scratch. The old rows keep their
+  offsets, dead ones included (tombstoned; a vacuum drops them later).
 - vacuum: a sealed segment whose deleted share passes ``deleted_threshold``
   is rebuilt without its dead rows, so disk and memory are really freed.
 - merge: when there are more sealed segments than the target, the two
@@ -62,6 +70,7 @@ _WAL_FLUSH_FACTOR: Final = 4
 class TaskKind(enum.StrEnum):
     SEAL = "seal"
     INDEX = "index"
+    EXTEND = "extend"
     VACUUM = "vacuum"
     MERGE = "merge"
     CHECKPOINT = "checkpoint"
@@ -100,7 +109,7 @@ def plan_task(shard: LocalShard) -> Task | None:
         if shard.appendable.count and (
             (0 < optimizers.indexing_threshold <= appendable_kb) or shard.wal.size_bytes() > wal_limit
         ):
-            return Task(TaskKind.SEAL)
+            return _plan_extend(shard) or Task(TaskKind.SEAL)
         for segment in shard.sealed:
             dead = segment.count - segment.live_count()
             is_large = segment.count >= optimizers.vacuum_min_vector_number
@@ -137,6 +146,31 @@ def _plan_index(shard: LocalShard) -> Task | None:
     return Task(TaskKind.INDEX, tuple(segment.segment_id for segment in chosen))
 
 
+def _plan_extend(shard: LocalShard) -> Task | None:
+    """The largest indexed segment the appendable rows can be added to: every
+    vector has a graph, none is on disk (the graph is copied in RAM), few of
+    its rows are dead (else a vacuum rebuilds it), and both together stay
+    under ``max_segment_size``."""
+    optimizers = shard.config.optimizers_config
+    if optimizers.indexing_threshold <= 0:
+        return None
+    if any(params.on_disk or shard.config.hnsw_for(name).m == 0 for name, params in shard.config.vectors.items()):
+        return None
+    budget_kb = optimizers.max_segment_size or _DEFAULT_MAX_SEGMENT_KB
+    appendable_kb = shard.appendable.vector_bytes() / _KILOBYTE
+    fitting = [
+        segment
+        for segment in shard.sealed
+        if set(segment.hnsw) == set(shard.config.vectors)
+        and segment.count - segment.live_count() <= optimizers.deleted_threshold * segment.count
+        and segment.vector_bytes() / _KILOBYTE + appendable_kb <= budget_kb
+    ]
+    if not fitting:
+        return None
+    base = max(fitting, key=lambda segment: segment.count)
+    return Task(TaskKind.EXTEND, (base.segment_id,))
+
+
 def _plan_merge(shard: LocalShard) -> Task | None:
     optimizers = shard.config.optimizers_config
     target = optimizers.default_segment_number or _AUTO_SEGMENT_TARGET
@@ -155,16 +189,22 @@ def run_task(shard: LocalShard, task: Task) -> None:
     with shard.optimizer_mutex:
         match task.kind:
             case TaskKind.SEAL | TaskKind.INDEX | TaskKind.VACUUM | TaskKind.MERGE:
-                _rebuild(shard, task.segment_ids)
+                _rebuild(shard, task.segment_ids, extend=False)
+            case TaskKind.EXTEND:
+                _rebuild(shard, task.segment_ids, extend=True)
             case TaskKind.CHECKPOINT:
                 _checkpoint_only(shard)
 
 
-def _rebuild(shard: LocalShard, segment_ids: tuple[int, ...]) -> None:
+def _rebuild(shard: LocalShard, segment_ids: tuple[int, ...], *, extend: bool) -> None:
+    """``extend``: ``segment_ids`` is one indexed segment whose graph the
+    appendable rows are added to (see the module docstring)."""
     with shard.write_mutex, shard.state_lock.write():
         sources = [segment for segment in shard.sealed if segment.segment_id in segment_ids]
         if len(sources) != len(segment_ids):
             return  # the plan went stale
+        if extend and not shard.appendable.count:
+            return  # nothing to add
         # The appendable segment joins the rebuilt one (rather than becoming a
         # segment of its own), so a merge always lowers the segment count.
         frozen = shard.appendable
@@ -178,7 +218,7 @@ def _rebuild(shard: LocalShard, segment_ids: tuple[int, ...]) -> None:
         wal_index = shard.wal.next_index
         schemas = dict(shard.field_schemas)
     if groups:
-        _replace(shard, groups, seq_no=seq_no, wal_index=wal_index, schemas=schemas)
+        _replace(shard, groups, seq_no=seq_no, wal_index=wal_index, schemas=schemas, extend=extend)
 
 
 def _build(
@@ -188,10 +228,21 @@ def _build(
     seq_no: int,
     segment_id: int,
     schemas: dict[str, PayloadFieldSchema],
+    extend: bool,
 ) -> tuple[Segment | None, list[np.ndarray]]:
-    """A sealed segment of the sources' rows live at ``seq_no``, plus each source's exported offsets."""
+    """A sealed segment of the sources' rows live at ``seq_no``, plus each source's exported offsets.
+
+    ``extend``: ``sources[0]`` is an indexed segment; every one of its rows is
+    kept at its offset (those dead at ``seq_no`` as tombstones) and the other
+    sources' rows are added to a copy of its graphs.
+    """
     with shard.state_lock.read():
-        parts = [source.export_rows(source.rows_live_at(seq_no)) for source in sources]
+        parts = [source.export_rows(source.rows_live_at(seq_no)) for source in sources[extend:]]
+        if extend:
+            base = sources[0]
+            kept = base.export_rows(range(base.count))
+            kept["deleted_seq"] = np.where(kept["deleted_seq"] <= seq_no, kept["deleted_seq"], NOT_DELETED)
+            parts.insert(0, kept)
     exported = [part["source_offsets"] for part in parts]
     if sum(len(part["ids"]) for part in parts) == 0:
         return None, exported
@@ -201,7 +252,12 @@ def _build(
     for name, params in shard.config.vectors.items():
         matrices = [part["vectors"][name][0] for part in parts]
         present = np.concatenate([part["vectors"][name][1] for part in parts])
-        if _should_index(shard, name, rows):
+        if extend:
+            index = vector_index.extend_hnsw(sources[0].hnsw[name], parts=matrices[1:],
+                                             should_stop=shard.is_closing.is_set)
+            segment.hnsw[name] = index
+            vectors[name] = (vector_index.stored_vectors(index), present)
+        elif _should_index(shard, name, rows):
             hnsw = shard.config.hnsw_for(name)
             index = vector_index.build_hnsw(
                 distance=params.distance,
@@ -235,6 +291,7 @@ def _replace(
     seq_no: int,
     wal_index: int,
     schemas: dict[str, PayloadFieldSchema],
+    extend: bool,
 ) -> None:
     """Build one segment per group of sources, swap them in, checkpoint at ``seq_no``."""
     started = time.monotonic()
@@ -243,7 +300,8 @@ def _replace(
         with shard.state_lock.write():
             segment_id = shard.next_segment_id
             shard.next_segment_id += 1
-        segment, exported = _build(shard, sources, seq_no=seq_no, segment_id=segment_id, schemas=schemas)
+        segment, exported = _build(shard, sources, seq_no=seq_no, segment_id=segment_id, schemas=schemas,
+                                   extend=extend)
         if segment is not None:
             directory = shard.directory / SEGMENTS_DIR / str(segment_id)
             write_segment(segment, directory)

@@ -118,9 +118,15 @@ def _read_npy(path: Path, checksums: dict[str, int], *, mmap: bool) -> np.ndarra
 
 
 def read_segment(
-    directory: Path, *, config: CollectionConfig, field_schemas: dict[str, PayloadFieldSchema]
+    directory: Path,
+    *,
+    config: CollectionConfig,
+    field_schemas: dict[str, PayloadFieldSchema],
+    deleted_seq: np.ndarray | None = None,
 ) -> Segment:
-    """Load a sealed segment; rows start live (the checkpoint applies tombstones)."""
+    """Load a sealed segment with the checkpoint's tombstones ``deleted_seq``
+    (None: every row live). They are applied as the rows load: a segment
+    extended by the optimizer may hold a dead row and a live row of one point."""
     try:
         meta = json.loads((directory / "meta.json").read_bytes())
     except (OSError, ValueError) as exc:
@@ -155,7 +161,10 @@ def read_segment(
         if matrix.dtype != np.float32 or matrix.shape != (count, column["dim"]):
             raise DataCorruption(f"segment {directory}: vectors of {name!r} are {matrix.dtype} {matrix.shape}")
         vectors[name] = (matrix, present)
-    segment.assign_columns(ids=list(ids), payloads=list(payloads), versions=versions, vectors=vectors)
+    if deleted_seq is not None and deleted_seq.shape != (count,):
+        raise DataCorruption(f"segment {directory}: tombstones do not match its rows")
+    segment.assign_columns(ids=list(ids), payloads=list(payloads), versions=versions, vectors=vectors,
+                           deleted_seq=deleted_seq)
     segment.hnsw = indexes
     for key, schema in field_schemas.items():
         segment.ensure_field_index(key, schema)

@@ -38,7 +38,7 @@ from qcluster.engine.consistency import ContentDigest, content_digest
 from qcluster.engine.filter_cache import parsed_filter
 from qcluster.engine.filters import validate_key
 from qcluster.engine.payload_index import evaluate_filter
-from qcluster.engine.segment import NOT_DELETED, Segment
+from qcluster.engine.segment import Segment
 from qcluster.engine.segment_files import read_segment
 from qcluster.engine.validation import prepare_points
 from qcluster.engine.wal import Wal
@@ -151,13 +151,9 @@ class LocalShard:
                 shutil.rmtree(path)
         segments = []
         for segment_id in stored.segment_ids if stored else ():
-            segment = read_segment(root / str(segment_id), config=self.config, field_schemas=self.field_schemas)
-            deleted_seq = stored.tombstones[segment_id]
-            if deleted_seq.shape != (segment.count,):
-                raise DataCorruption(f"segment {segment_id}: tombstones do not match its rows")
-            for offset in np.flatnonzero(deleted_seq != NOT_DELETED):
-                segment.tombstone(int(offset), int(deleted_seq[offset]))
-            segments.append(segment)
+            segments.append(read_segment(root / str(segment_id), config=self.config,
+                                         field_schemas=self.field_schemas,
+                                         deleted_seq=stored.tombstones[segment_id].copy()))
         return segments
 
     def _replay(self) -> None:

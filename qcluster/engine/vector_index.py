@@ -222,6 +222,28 @@ def build_hnsw(
     return index
 
 
+def extend_hnsw(index: faiss.Index, *, parts: list[np.ndarray], should_stop: Callable[[], bool]) -> faiss.Index:
+    """A copy of ``index`` with the rows of ``parts`` added after its own (the
+    i-th new row gets label ``index.ntotal + i``), in chunks as ``build_hnsw``.
+
+    FAISS inserts into an HNSW graph one row at a time either way, so the
+    graph is the one a build over all the rows in that order would give; the
+    rows already in ``index`` are not inserted again. ``index`` itself is not
+    changed (readers keep searching it meanwhile).
+    """
+    extended = faiss.clone_index(index)
+    total = int(index.ntotal)
+    for matrix in parts:
+        assert matrix.dtype == np.float32 and matrix.ndim == 2 and matrix.shape[1] == index.d
+        for start in range(0, matrix.shape[0], _BUILD_CHUNK_ROWS):
+            if should_stop():
+                raise BuildCancelled("index extension cancelled")
+            extended.add(np.ascontiguousarray(matrix[start : start + _BUILD_CHUNK_ROWS]))
+        total += matrix.shape[0]
+    assert extended.ntotal == total
+    return extended
+
+
 def hnsw_top_k(
     *,
     distance: Distance,

@@ -327,3 +327,65 @@ def test_plain_segments_are_indexed_together(tmp_path: Path) -> None:
     optimizer.run_task(shard, task)
     assert [(segment.count, bool(segment.hnsw)) for segment in shard.sealed] == [(300, True)]
     assert optimizer.plan_task(shard) is None
+
+
+def test_seals_extend_the_indexed_segment(tmp_path: Path) -> None:
+    """With indexing on, appendable rows are added to the indexed segment's
+    graph (one growing graph) instead of becoming segments of their own;
+    updated and deleted points stay correct through the extension and a restart."""
+    config = CollectionConfig(
+        vectors={"a": VectorParams(size=DIM, distance=Distance.DOT)},
+        is_named_vectors=True,
+        hnsw_config=HnswConfig(full_scan_threshold=0),
+        optimizers_config=OptimizersConfig(indexing_threshold=1),
+    )
+    shard = LocalShard.open(tmp_path, config)
+    rng = np.random.default_rng(5)
+    model: dict[int, np.ndarray] = {}
+
+    def upsert(ids: list[int]) -> None:
+        vectors = rng.normal(size=(len(ids), DIM)).astype(np.float32)
+        shard.apply(UpsertPoints(points=PointsBatch(ids=tuple(ids), vectors={"a": vectors}, present={"a": None},
+                                                    payloads=({},) * len(ids))))
+        model.update(zip(ids, vectors, strict=True))
+
+    def optimize() -> list[optimizer.TaskKind]:
+        kinds = []
+        for _ in range(10):  # bounded
+            task = optimizer.plan_task(shard)
+            if task is None:
+                return kinds
+            kinds.append(task.kind)
+            optimizer.run_task(shard, task)
+        raise AssertionError("the optimizer did not settle")
+
+    def assert_exact(current: LocalShard) -> None:
+        ids = np.array(sorted(model))
+        matrix = np.stack([model[point_id] for point_id in ids])
+        for query in rng.normal(size=(20, DIM)).astype(np.float32):
+            request = QueryRequest(vector=query, using="a", limit=10, params=SearchParams(hnsw_ef=512))
+            (found,) = current.search_batch([request])
+            expected = ids[np.argsort(-(matrix @ query), kind="stable")[:10]]
+            assert [point.id for point in found] == expected.tolist()
+
+    upsert(list(range(100)))
+    assert optimize() == [optimizer.TaskKind.SEAL]
+    (indexed,) = shard.sealed
+    assert set(indexed.hnsw) == {"a"}
+    upsert(list(range(100, 200)))
+    upsert(list(range(10)))  # updates: their old rows die in the indexed segment
+    shard.apply(DeletePoints(selector=PointSelector(ids=tuple(range(10, 15)))))
+    for point_id in range(10, 15):
+        del model[point_id]
+    assert optimize() == [optimizer.TaskKind.EXTEND]
+    (extended,) = shard.sealed
+    assert extended.segment_id != indexed.segment_id
+    assert extended.count == 100 + 110 and extended.hnsw["a"].ntotal == 210, "old rows kept, new rows added"
+    assert extended.live_count() == len(model) == 195
+    assert extended.ids[:100] == indexed.ids[:100], "the old rows keep their offsets"
+    assert_exact(shard)
+    shard.close()
+    reopened = LocalShard.open(tmp_path, config)
+    assert [(segment.count, segment.live_count()) for segment in reopened.sealed] == [(210, 195)]
+    assert_exact(reopened)
+    reopened.close()
