@@ -13,7 +13,9 @@ of the client CPU):
   ``IndexHNSWFlat`` (M 16, efConstruction 100, ef 64: the harness's
   parameters) over pypi-minilm-100k in a 2-thread pool, renders 10 hits.
 
-It also times ``orjson.loads`` of the filtered request bodies of the
+For the ratio the harness's targets use, it also times raw FAISS in this
+process, one query at a time (the same index parameters, one OpenMP
+thread), in the same run. It also times ``orjson.loads`` of the filtered request bodies of the
 harness's ``name`` filters (1 000 / 10 000 / 50 000 names in a ``match any``
 list, sent with every query): the most such requests one core could even
 parse, before any work.
@@ -167,6 +169,25 @@ def measure(mode: str, queries: np.ndarray, queries_path: Path, work: Path) -> d
         server.wait(timeout=30)
 
 
+def _raw_faiss_qps(queries: np.ndarray) -> float:
+    """Raw FAISS in this process, one query at a time: the harness's ``faiss`` system's ``QPS 1``."""
+    import faiss  # noqa: PLC0415
+
+    base = np.load(PYPI_DIR / "base.f16.npy").astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index = faiss.IndexHNSWFlat(base.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 100
+    index.add(base)
+    faiss.omp_set_num_threads(1)
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = 64
+    normalised = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    started = time.perf_counter()
+    for row in normalised:
+        index.search(row.reshape(1, -1), 10, params=params)
+    return len(normalised) / (time.perf_counter() - started)
+
+
 def _parse_costs(queries: np.ndarray) -> list[tuple[int, int, float]]:
     """(names, body bytes, best orjson.loads seconds) for filtered query bodies."""
     import gzip  # noqa: PLC0415
@@ -194,6 +215,7 @@ def main() -> int:
         queries_path = work / "queries.npy"
         np.save(queries_path, np.concatenate([queries] * 5))
         rows = {mode: measure(mode, queries, queries_path, work) for mode in ("echo", "faiss")}
+    raw_qps = _raw_faiss_qps(queries)
     date = datetime.date.today().isoformat()
     def cell(value: float | None) -> str:
         return "—" if value is None else f"{value:,.0f}"
@@ -205,6 +227,10 @@ def main() -> int:
     ]
     for mode, figures in rows.items():
         lines.append(f"| {mode} | {cell(figures['qps_1'])} | {cell(figures['qps_8'])} | {cell(figures['qps_8_wrk'])} |")
+    lines += ["", f"Raw FAISS in process, one query at a time, same index and ef: {raw_qps:,.0f} QPS. The faiss "
+              f"server with 8 clients reaches {100 * rows['faiss']['qps_8'] / raw_qps:.0f} % of it"
+              + ("" if rows["faiss"]["qps_8_wrk"] is None else
+                 f" with the Python client, {100 * rows['faiss']['qps_8_wrk'] / raw_qps:.0f} % with wrk") + "."]
     lines += ["", "JSON parsing alone of a filtered query body (`orjson.loads`, best of 20):", "",
               "| names in the `any` list | body KB | parse ms | most such requests per second on one core |",
               "|---:|---:|---:|---:|"]

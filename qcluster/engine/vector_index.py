@@ -207,22 +207,13 @@ def build_hnsw(
     when it answers True.
     """
     assert parts and m > 0
-    dim = int(parts[0].shape[1])
-    index = faiss.IndexHNSWFlat(dim, int(m), _metric(distance))
+    index = faiss.IndexHNSWFlat(int(parts[0].shape[1]), int(m), _metric(distance))
     index.hnsw.efConstruction = int(ef_construct)
-    total = 0
-    for matrix in parts:
-        assert matrix.dtype == np.float32 and matrix.ndim == 2 and matrix.shape[1] == dim
-        for start in range(0, matrix.shape[0], _BUILD_CHUNK_ROWS):
-            if should_stop():
-                raise BuildCancelled("index build cancelled")
-            index.add(np.ascontiguousarray(matrix[start : start + _BUILD_CHUNK_ROWS]))
-        total += matrix.shape[0]
-    assert index.ntotal == total
+    _add_in_chunks(index, parts, should_stop)
     return index
 
 
-def extend_hnsw(index: faiss.Index, *, parts: list[np.ndarray], should_stop: Callable[[], bool]) -> faiss.Index:
+def extend_hnsw(index: faiss.Index, *, parts: Sequence[np.ndarray], should_stop: Callable[[], bool]) -> faiss.Index:
     """A copy of ``index`` with the rows of ``parts`` added after its own (the
     i-th new row gets label ``index.ntotal + i``), in chunks as ``build_hnsw``.
 
@@ -232,16 +223,22 @@ def extend_hnsw(index: faiss.Index, *, parts: list[np.ndarray], should_stop: Cal
     changed (readers keep searching it meanwhile).
     """
     extended = faiss.clone_index(index)
+    _add_in_chunks(extended, parts, should_stop)
+    return extended
+
+
+def _add_in_chunks(index: faiss.Index, parts: Sequence[np.ndarray], should_stop: Callable[[], bool]) -> None:
+    """Add the rows of ``parts`` in order, ``_BUILD_CHUNK_ROWS`` at a time,
+    asking ``should_stop`` before each chunk (BuildCancelled when it answers True)."""
     total = int(index.ntotal)
     for matrix in parts:
         assert matrix.dtype == np.float32 and matrix.ndim == 2 and matrix.shape[1] == index.d
         for start in range(0, matrix.shape[0], _BUILD_CHUNK_ROWS):
             if should_stop():
-                raise BuildCancelled("index extension cancelled")
-            extended.add(np.ascontiguousarray(matrix[start : start + _BUILD_CHUNK_ROWS]))
+                raise BuildCancelled("index build cancelled")
+            index.add(np.ascontiguousarray(matrix[start : start + _BUILD_CHUNK_ROWS]))
         total += matrix.shape[0]
-    assert extended.ntotal == total
-    return extended
+    assert index.ntotal == total
 
 
 def hnsw_top_k(

@@ -55,6 +55,16 @@ def _config(*, indexing_threshold: int = 1) -> CollectionConfig:
     )
 
 
+def _one_vector_config(*, indexing_threshold: int) -> CollectionConfig:
+    """One vector ``a`` (DOT), a graph for any segment size."""
+    return CollectionConfig(
+        vectors={"a": VectorParams(size=DIM, distance=Distance.DOT)},
+        is_named_vectors=True,
+        hnsw_config=HnswConfig(full_scan_threshold=0),
+        optimizers_config=OptimizersConfig(indexing_threshold=indexing_threshold),
+    )
+
+
 def _batch(ids: list[int], rng: random.Random) -> PointsBatch:
     count = len(ids)
     a = np.array([[rng.uniform(-1, 1) for _ in range(DIM)] for _ in ids], dtype=np.float32)
@@ -305,12 +315,7 @@ def test_close_cancels_a_running_index_build(tmp_path: Path) -> None:
 
 def test_plain_segments_are_indexed_together(tmp_path: Path) -> None:
     """A bulk load with indexing off, sealed into several plain segments, becomes one graph."""
-    deferred = CollectionConfig(
-        vectors={"a": VectorParams(size=DIM, distance=Distance.DOT)},
-        is_named_vectors=True,
-        hnsw_config=HnswConfig(full_scan_threshold=0),
-        optimizers_config=OptimizersConfig(indexing_threshold=0),
-    )
+    deferred = _one_vector_config(indexing_threshold=0)
     shard = LocalShard.open(tmp_path, deferred)
     rng = np.random.default_rng(3)
     for start in range(0, 300, 100):
@@ -333,12 +338,7 @@ def test_seals_extend_the_indexed_segment(tmp_path: Path) -> None:
     """With indexing on, appendable rows are added to the indexed segment's
     graph (one growing graph) instead of becoming segments of their own;
     updated and deleted points stay correct through the extension and a restart."""
-    config = CollectionConfig(
-        vectors={"a": VectorParams(size=DIM, distance=Distance.DOT)},
-        is_named_vectors=True,
-        hnsw_config=HnswConfig(full_scan_threshold=0),
-        optimizers_config=OptimizersConfig(indexing_threshold=1),
-    )
+    config = _one_vector_config(indexing_threshold=1)
     shard = LocalShard.open(tmp_path, config)
     rng = np.random.default_rng(5)
     model: dict[int, np.ndarray] = {}
