@@ -37,10 +37,11 @@ class QclusterCluster(Qcluster):
     def _start_servers(self) -> list[_Server]:
         p2p_ports = [free_port() for _ in range(NODES)]
         peers = ",".join(f"127.0.0.1:{port}" for port in p2p_ports)
-        secret = secrets.token_urlsafe(24)
+        secret = secrets.token_hex(24)
         return [_Server(data_dir=self.workdir / f"node{index + 1}", log_path=self.workdir / f"node{index + 1}.log",
                         args=["--node-id", str(index + 1), "--p2p-port", str(p2p_ports[index]), "--peers", peers,
-                              "--cluster-secret", secret])
+                              # "=" form: a secret beginning with "-" would otherwise read as an option.
+                              f"--cluster-secret={secret}"])
                 for index in range(NODES)]
 
     def _wait_formed(self) -> None:

@@ -38,7 +38,7 @@ def add_parser(commands: Any) -> None:
 def _secret(data_dir: pathlib.Path) -> str:
     path = data_dir / "cluster-secret"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
+        path.write_text(secrets.token_hex(24))  # hex: never begins with "-"
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "qcluster", "serve", "--data-dir", str(node_dir), "--host", "127.0.0.1",
                  "--http-port", str(http), "--grpc-port", str(grpc_port), "--node-id", str(index + 1),
-                 "--p2p-port", str(p2p), "--peers", peers, "--cluster-secret", secret],
+                 "--p2p-port", str(p2p), "--peers", peers, f"--cluster-secret={secret}"],
                 stdout=log, stderr=subprocess.STDOUT))
         if not _wait_ready(urls, processes):
             print(f"qcluster: error: the nodes did not all start; see {args.data_dir}/node-*.log", file=sys.stderr)

@@ -71,7 +71,8 @@ def add_parser(commands: Any) -> None:
                          help="join a running cluster through this member's p2p (Raft) address: the node asks it "
                               "for the members and to be added; --peers, if given, are asked when it does not "
                               "answer (cluster.join)")
-    cluster.add_argument("--cluster-secret", default=None, help="shared secret, required (cluster.secret)")
+    cluster.add_argument("--cluster-secret", default=None,
+                         help="shared secret, required (cluster.secret); write --cluster-secret=S if S begins with -")
     serve.set_defaults(run=run)
 
 

@@ -158,7 +158,7 @@ def cluster_nodes(tmp_path: pathlib.Path, count: int, *, secret: str,
     peers = ",".join(f"127.0.0.1:{port}" for port in p2p_ports)
     return [Node(data_dir=tmp_path / f"node{index + 1}", log_path=tmp_path / f"node{index + 1}.log",
                  extra_args=["--node-id", str(index + 1), "--p2p-port", str(p2p_ports[index]), "--peers", peers,
-                             "--cluster-secret", secret],
+                             f"--cluster-secret={secret}"],
                  extra_env=dict(extra_env or {}))
             for index in range(count)]
 

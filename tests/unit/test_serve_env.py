@@ -34,3 +34,24 @@ def test_serve_sets_a_passive_wait_policy_unless_one_is_given(tmp_path: Path) ->
         out = subprocess.run([sys.executable, "-c", _SERVE_WITH_STUB_NODE, str(tmp_path)], capture_output=True,
                              text=True, env=run_env, timeout=60, check=True)
         assert out.stdout.strip() == expected
+
+
+_SERVE_PRINTING_THE_SECRET = """
+import sys, types
+stub = types.ModuleType("qcluster.node")
+stub.serve = lambda settings: print(settings.cluster.secret) or 0
+sys.modules["qcluster.node"] = stub
+from qcluster.cli import main
+sys.exit(main(["serve", "--data-dir", sys.argv[1], "--host", "127.0.0.1", "--node-id", "1", "--p2p-port", "7999",
+               "--peers", "127.0.0.1:7999", "--cluster-secret=" + sys.argv[2]]))
+"""
+
+
+def test_a_secret_beginning_with_a_dash_is_taken_in_the_equals_form(tmp_path: Path) -> None:
+    # secrets.token_urlsafe begins with "-" one time in 64; the launchers
+    # (dev-cluster, the bench, the e2e harness) pass it as --cluster-secret=S.
+    secret = "-Xq3_dash-first-secret-0123456789"
+    out = subprocess.run([sys.executable, "-c", _SERVE_PRINTING_THE_SECRET, str(tmp_path), secret],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == secret
