@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from qcluster.engine import planner, vector_index
-from qcluster.engine.filter_cache import parsed_filter
+from qcluster.engine.filter_cache import filter_key, parsed_filter
 from qcluster.engine._payload_values import parse_datetime_us
 from qcluster.engine.filters import get_values
 from qcluster.engine.payload_index import evaluate_filter
@@ -55,10 +55,9 @@ def search_key(request: QueryRequest) -> bytes:
     """Equal for requests that differ only in their vector (and in what their
     answers carry): those are searched as one FAISS batch."""
     return orjson.dumps(
-        [request.using, request.filter, request.limit + request.offset, request.params.hnsw_ef,
+        [request.using, request.limit + request.offset, request.params.hnsw_ef,
          request.params.exact, request.params.indexed_only],
-        option=orjson.OPT_SORT_KEYS,
-    )
+    ) + (b"" if request.filter is None else filter_key(request.filter))
 
 
 def search_batch(shard: LocalShard, requests: list[QueryRequest]) -> list[list[ScoredPoint]]:
@@ -113,6 +112,7 @@ def _search(shard: LocalShard, request: QueryRequest, queries: np.ndarray) -> tu
     queries = queries.astype(np.float32, copy=False)
     if params.distance == Distance.COSINE:
         queries = vector_index.normalize_rows(queries)
+    parsed = parsed_filter(request.filter)  # once: every segment takes the same
     tops = [
         planner.search_segment(
             segment=segment,
@@ -120,7 +120,7 @@ def _search(shard: LocalShard, request: QueryRequest, queries: np.ndarray) -> tu
             distance=params.distance,
             queries=queries,
             k=k,
-            filter=parsed_filter(request.filter),
+            filter=parsed,
             params=request.params,
             hnsw=shard.config.hnsw_for(request.using),
         )

@@ -383,3 +383,26 @@ def test_the_parsed_filter_cache_is_bounded_in_entries_and_bytes(monkeypatch: py
     huge = flt(99, 2000)  # larger than the whole budget: parsed, never cached
     assert filter_cache.parsed_filter(huge) == filter_cache.parsed_filter(huge)
     assert all(b'"99-' not in key for key in filter_cache._cache)  # noqa: SLF001
+
+
+def test_filter_keys_are_canonical_and_the_per_thread_memo_never_answers_for_another_filter() -> None:
+    import threading  # noqa: PLC0415
+
+    from qcluster.engine.filter_cache import filter_key  # noqa: PLC0415
+
+    one = {"must": [{"key": "year", "range": {"gte": 2000, "lte": 2010}}]}
+    reordered = {"must": [{"range": {"lte": 2010, "gte": 2000}, "key": "year"}]}
+    other = {"must": [{"key": "year", "range": {"gte": 2000, "lte": 2011}}]}
+    assert filter_key(one) == filter_key(reordered), "key order does not matter"
+    assert filter_key(other) != filter_key(one)
+    # Alternating objects, and fresh equal-looking objects, each get their own key.
+    for _ in range(3):
+        assert filter_key(one) == filter_key(dict(one)) != filter_key(other)
+    # A new object with the content of the last one keyed, created after it died.
+    for upper in range(2000, 2050):
+        assert filter_key({"must": [{"key": "year", "range": {"lte": upper}}]}).endswith(f"{upper}}}}}]}}".encode())
+    seen: list[bytes] = []
+    worker = threading.Thread(target=lambda: seen.append(filter_key(other)))
+    worker.start()
+    worker.join()
+    assert seen == [filter_key(other)]
