@@ -185,6 +185,11 @@ def markdown(run: dict[str, Any], plot_name: str | None) -> str:
               f"- Every load run stops after {config['max_seconds_per_load']} s or when its queries run out; "
               f"8-client and batched runs go through the queries {config.get('throughput_passes', 1)} times "
               "(recall over every answer).",
+              f"- Every QPS figure (and the latencies and recall beside it) is from the best of up to "
+              f"{config.get('repeats', 1)} runs of the same load, as ann-benchmarks reports: a run is repeated "
+              f"while the figure has taken under {config.get('repeat_within_s', 0):g} s, so slow systems run once; "
+              "the JSON keeps every run's QPS (`qps_runs`). On this shared 2-core VM one run of the same load varies "
+              "by ±15 % and more from one minute to the next.",
               ""]
     return "\n".join(lines)
 

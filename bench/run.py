@@ -116,7 +116,7 @@ def run_dataset(args: argparse.Namespace, name: str, systems: list[str], out_dir
     config = RunConfig(quick=args.quick)
     if args.quick:
         config = RunConfig(quick=True, max_seconds_per_load=5.0, filtered_queries=50, worker_timeout_s=150.0,
-                           index_timeout_s=90.0, throughput_passes=1)
+                           index_timeout_s=90.0, throughput_passes=1, repeats=2)
     if args.max_seconds is not None:
         config = RunConfig(**{**config.to_json(), "efs": config.efs, "max_seconds_per_load": args.max_seconds})
     scratch = Path(tempfile.mkdtemp(prefix=f"qcluster-bench-{name}-"))

@@ -52,6 +52,10 @@ def test_bench_quick(tmp_path: pathlib.Path) -> None:
         assert at_default["qps"] > 0 and at_default["p99_ms"] > 0, (name, at_default)
         assert [entry["ef"] for entry in result["sweep"]] == run["config"]["efs"]
         assert result["concurrent"]["qps"] > 0 and result["batched"]["qps"] > 0, name
+        for entry in (at_default, result["concurrent"], result["batched"]):
+            # best of the repeated runs (a quick run repeats each load twice: each lasts well under a second)
+            assert len(entry["qps_runs"]) == run["config"]["repeats"] == 2, (name, entry)
+            assert entry["qps"] == max(entry["qps_runs"]), (name, entry)
         assert result["ingest"]["ingest_pts_per_s"] > 0, name
         assert len(result["filtered"]) == len(run["filters"]) == 6, name
         assert all(entry["qps"] > 0 for entry in result["filtered"]), name
