@@ -57,3 +57,21 @@ def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float | None]:
     values = np.asarray(latencies_ms, dtype=np.float64)
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
     return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "mean_ms": float(values.mean())}
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) clock ticks of the whole machine so far, from the first
+    line of /proc/stat; (0, 0) where there is none. Steal is the time the
+    hypervisor ran someone else while this VM's vCPUs had work."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time stolen between two ``cpu_ticks``, in %."""
+    total = after[1] - before[1]
+    return 0.0 if total <= 0 else round(100.0 * (after[0] - before[0]) / total, 1)

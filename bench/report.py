@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -153,6 +153,9 @@ def markdown(run: dict[str, Any], plot_name: str | None) -> str:
             lines.append(f"  - {note}")
         for phase, error in (result.get("errors") or {}).items():
             lines.append(f"  - ERROR in {phase}: `{error.splitlines()[0][:400] if error else error}`")
+        stolen = _stolen(result)
+        if stolen:
+            lines.append(f"  - CPU steal above {STEAL_NOTE_PCT:g} % during the run reported: " + ", ".join(stolen))
     lines += ["", "## Method", "",
               "- Each system runs in its own worker process (`bench/worker.py`); RSS is that system's: qcluster's "
               "server VmHWM, or the worker's peak RSS minus its RSS after loading the dataset plus the VmHWM of "
@@ -189,9 +192,25 @@ def markdown(run: dict[str, Any], plot_name: str | None) -> str:
               f"{config.get('repeats', 1)} runs of the same load, as ann-benchmarks reports: a run is repeated "
               f"while the figure has taken under {config.get('repeat_within_s', 0):g} s, so slow systems run once; "
               "the JSON keeps every run's QPS (`qps_runs`). On this shared 2-core VM one run of the same load varies "
-              "by ±15 % and more from one minute to the next.",
+              "by ±15 % and more from one minute to the next. The CPU steal (time the hypervisor gave this VM's "
+              "vCPUs to others, from /proc/stat) during every run is kept too (`steal_pct_runs`); a reported "
+              f"figure taken under more than {STEAL_NOTE_PCT:g} % steal is named in its system's notes above.",
               ""]
     return "\n".join(lines)
+
+
+# A reported figure whose run lost more than this share of the machine to
+# other VMs (CPU steal) is named in the system's notes.
+STEAL_NOTE_PCT: Final = 5.0
+
+
+def _stolen(result: dict[str, Any]) -> list[str]:
+    """'phase N %' for each reported figure taken under notable CPU steal."""
+    entries = [(f"ef {entry['ef']}", entry) for entry in result.get("sweep") or []]
+    entries += [(phase, result[phase]) for phase in ("concurrent", "batched") if result.get(phase)]
+    entries += [(entry["label"], entry) for entry in result.get("filtered") or []]
+    return [f"{phase} {entry['steal_pct']:g} %" for phase, entry in entries
+            if (entry.get("steal_pct") or 0.0) > STEAL_NOTE_PCT]
 
 
 def write_all(run: dict[str, Any], out_dir: Path, stem: str) -> dict[str, Path]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from bench.datasets import load as load_dataset
 from bench.load import LoadResult
-from bench.metrics import recall_at_k
+from bench.metrics import cpu_ticks, recall_at_k, steal_percent
 from bench.systems import system_class
 from bench.systems.base import System, descendants, proc_status_kb
 from bench.workload import Workload
@@ -105,24 +105,30 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
             ``config.repeat_within_s``, so a slow system runs once. Every
             run's QPS is kept (``qps_runs``)."""
             best: LoadResult | None = None
+            best_steal = 0.0
             runs: list[float | None] = []
+            steals: list[float] = []
             spent = 0.0
             while len(runs) < config.repeats and spent < config.repeat_within_s:
+                before = cpu_ticks()
                 try:
                     outcome = system.run_load(**kwargs)
                 except Exception as exc:
                     result["errors"][label] = _error(exc)
                     traceback.print_exc()
                     return None
+                steals.append(steal_percent(before, cpu_ticks()))
                 runs.append(outcome.qps)
                 spent += outcome.wall_s
                 if best is None or (outcome.qps or 0.0) > (best.qps or 0.0):
-                    best = outcome
+                    best, best_steal = outcome, steals[-1]
             assert best is not None
             summary = best.summary()
             summary["qps_runs"] = runs
+            summary["steal_pct_runs"] = steals
+            summary["steal_pct"] = best_steal
             summary["recall_at_10"] = recall_at_k(best.ids, truth)
-            print(f"[{system_name}] {label}: qps {summary['qps']} (runs {runs}), recall {summary['recall_at_10']}",
+            print(f"[{system_name}] {label}: qps {summary['qps']} (runs {runs}, steal % {steals}), recall {summary['recall_at_10']}",
                   file=sys.stderr, flush=True)
             return summary
 

@@ -56,6 +56,7 @@ def test_bench_quick(tmp_path: pathlib.Path) -> None:
             # best of the repeated runs (a quick run repeats each load twice: each lasts well under a second)
             assert len(entry["qps_runs"]) == run["config"]["repeats"] == 2, (name, entry)
             assert entry["qps"] == max(entry["qps_runs"]), (name, entry)
+            assert len(entry["steal_pct_runs"]) == 2 and 0.0 <= entry["steal_pct"] <= 100.0, (name, entry)
         assert result["ingest"]["ingest_pts_per_s"] > 0, name
         assert len(result["filtered"]) == len(run["filters"]) == 6, name
         assert all(entry["qps"] > 0 for entry in result["filtered"]), name
