@@ -103,7 +103,7 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
             """The best of up to ``config.repeats`` runs (ann-benchmarks' rule): a
             run is repeated while this measurement has taken less than
             ``config.repeat_within_s``, so a slow system runs once. Every
-            run's QPS is kept (``qps_runs``)."""
+            run's QPS and CPU steal are kept (``qps_runs``, ``steal_pct_runs``)."""
             best: LoadResult | None = None
             best_steal = 0.0
             runs: list[float | None] = []
@@ -128,8 +128,8 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
             summary["steal_pct_runs"] = steals
             summary["steal_pct"] = best_steal
             summary["recall_at_10"] = recall_at_k(best.ids, truth)
-            print(f"[{system_name}] {label}: qps {summary['qps']} (runs {runs}, steal % {steals}), recall {summary['recall_at_10']}",
-                  file=sys.stderr, flush=True)
+            print(f"[{system_name}] {label}: qps {summary['qps']} (runs {runs}, steal % {steals}), "
+                  f"recall {summary['recall_at_10']}", file=sys.stderr, flush=True)
             return summary
 
         def checkpoint(key: str, value: Any) -> None:
