@@ -61,13 +61,7 @@ def _serve(port: int, mode: str) -> None:
     index = None
     pool = concurrent.futures.ThreadPoolExecutor(2)
     if mode == "faiss":
-        faiss.omp_set_num_threads(2)
-        base = np.load(PYPI_DIR / "base.f16.npy").astype(np.float32)
-        base /= np.linalg.norm(base, axis=1, keepdims=True)
-        index = faiss.IndexHNSWFlat(base.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 100
-        index.add(base)
-        faiss.omp_set_num_threads(1)  # searches run in the pool, one query each
+        index = _pypi_index()  # searches run in the pool, one query each (one OpenMP thread)
 
     def search(query: np.ndarray, ef: int) -> bytes:
         params = faiss.SearchParametersHNSW()
@@ -169,16 +163,27 @@ def measure(mode: str, queries: np.ndarray, queries_path: Path, work: Path) -> d
         server.wait(timeout=30)
 
 
-def _raw_faiss_qps(queries: np.ndarray) -> float:
-    """Raw FAISS in this process, one query at a time: the harness's ``faiss`` system's ``QPS 1``."""
-    import faiss  # noqa: PLC0415
+def _pypi_index() -> Any:
+    """pypi-minilm-100k, normalised, in an ``IndexHNSWFlat`` with the harness's
+    parameters (M 16, efConstruction 100), built on 2 OpenMP threads; OpenMP
+    is left at one thread for the searches that follow."""
+    import faiss  # noqa: PLC0415 - only the processes that search load it
 
+    faiss.omp_set_num_threads(2)
     base = np.load(PYPI_DIR / "base.f16.npy").astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     index = faiss.IndexHNSWFlat(base.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 100
     index.add(base)
     faiss.omp_set_num_threads(1)
+    return index
+
+
+def _raw_faiss_qps(queries: np.ndarray) -> float:
+    """Raw FAISS in this process, one query at a time: the harness's ``faiss`` system's ``QPS 1``."""
+    import faiss  # noqa: PLC0415
+
+    index = _pypi_index()
     params = faiss.SearchParametersHNSW()
     params.efSearch = 64
     normalised = queries / np.linalg.norm(queries, axis=1, keepdims=True)

@@ -104,12 +104,8 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
             run is repeated while this measurement has taken less than
             ``config.repeat_within_s``, so a slow system runs once. Every
             run's QPS and CPU steal are kept (``qps_runs``, ``steal_pct_runs``)."""
-            best: LoadResult | None = None
-            best_steal = 0.0
-            runs: list[float | None] = []
-            steals: list[float] = []
-            spent = 0.0
-            while len(runs) < config.repeats and spent < config.repeat_within_s:
+            runs: list[tuple[LoadResult, float]] = []  # (outcome, CPU steal % during it)
+            while len(runs) < config.repeats and sum(run.wall_s for run, _ in runs) < config.repeat_within_s:
                 before = cpu_ticks()
                 try:
                     outcome = system.run_load(**kwargs)
@@ -117,18 +113,15 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
                     result["errors"][label] = _error(exc)
                     traceback.print_exc()
                     return None
-                steals.append(steal_percent(before, cpu_ticks()))
-                runs.append(outcome.qps)
-                spent += outcome.wall_s
-                if best is None or (outcome.qps or 0.0) > (best.qps or 0.0):
-                    best, best_steal = outcome, steals[-1]
-            assert best is not None
+                runs.append((outcome, steal_percent(before, cpu_ticks())))
+            best, best_steal = max(runs, key=lambda run: run[0].qps or 0.0)  # the first of equals
             summary = best.summary()
-            summary["qps_runs"] = runs
-            summary["steal_pct_runs"] = steals
+            summary["qps_runs"] = [run.qps for run, _ in runs]
+            summary["steal_pct_runs"] = [steal for _, steal in runs]
             summary["steal_pct"] = best_steal
             summary["recall_at_10"] = recall_at_k(best.ids, truth)
-            print(f"[{system_name}] {label}: qps {summary['qps']} (runs {runs}, steal % {steals}), "
+            print(f"[{system_name}] {label}: qps {summary['qps']} (runs {summary['qps_runs']}, "
+                  f"steal % {summary['steal_pct_runs']}), "
                   f"recall {summary['recall_at_10']}", file=sys.stderr, flush=True)
             return summary
 
