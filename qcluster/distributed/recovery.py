@@ -56,7 +56,7 @@ class TransferProgress:
     shard_id: int
     to_node: int
     method: str = "wal_delta"  # "snapshot" once a snapshot is needed
-    stage: str = "starting"    # starting, snapshot, wal_delta, final_delta
+    stage: str = "starting"    # starting, snapshot, wal_delta, final_delta, in_sync
     started_at: float = field(default_factory=time.time)
     from_seq: int = 0          # where the replica's log ended
     to_seq: int = 0            # the primary's last seq when this stage began
@@ -119,6 +119,7 @@ class Recovery:
             self._start_needed(self._proposer.state())
 
     def _start_needed(self, state: ClusterState) -> None:
+        self._forget_finished(state)
         for name, collection in state.collections.items():
             for shard_id, shard in collection.shards.items():
                 if shard.primary != self._node_id:
@@ -137,26 +138,44 @@ class Recovery:
                         self._recover(task_key[0], replica.node_id, shard.primary_term),
                         name=f"qcluster-recover-{name}-{shard_id}-{replica.node_id}")
 
+    def _forget_finished(self, state: ClusterState) -> None:
+        """Drop the progress of finished recoveries whose target no longer waits:
+        a move's target stays listed (stage ``in_sync``) until the controller
+        finishes the move, so a fast move still shows how it went."""
+        for (key, node_id), progress in list(self.transfers.items()):
+            if progress.stage != "in_sync":
+                continue
+            shard = state.shard(key.collection, key.shard_id)
+            replica = None if shard is None else shard.replica(node_id)
+            moving_here = shard is not None and shard.move is not None and shard.move.target == node_id
+            if replica is None or (replica.state is ReplicaState.ACTIVE and not moving_here):
+                del self.transfers[(key, node_id)]
+
     async def _recover(self, key: ShardKey, node_id: int, term: int) -> None:
-        self.transfers[(key, node_id)] = TransferProgress(shard_id=key.shard_id, to_node=node_id)
+        progress = self.transfers[(key, node_id)] = TransferProgress(shard_id=key.shard_id, to_node=node_id)
+        synced = False
         try:
-            await self._recover_once(key, node_id, term)
+            synced = await self._recover_once(key, node_id, term)
         except (QclusterError, LogTruncated) as error:
             _log.warning("recovery failed; retried", extra={"collection": key.collection, "shard_id": key.shard_id,
                                                              "node_id": node_id, "error": str(error)})
             await asyncio.sleep(_RETRY_AFTER_FAILURE_S)
         finally:
-            self.transfers.pop((key, node_id), None)
+            if synced:
+                progress.stage = "in_sync"  # kept until the target no longer waits (_forget_finished)
+            elif self.transfers.get((key, node_id)) is progress:
+                del self.transfers[(key, node_id)]
 
     def _still_primary(self, key: ShardKey, term: int) -> bool:
         shard = self._proposer.state().shard(key.collection, key.shard_id)
         return shard is not None and shard.primary == self._node_id and shard.primary_term == term
 
-    async def _recover_once(self, key: ShardKey, node_id: int, term: int) -> None:
+    async def _recover_once(self, key: ShardKey, node_id: int, term: int) -> bool:
+        """True once the replica is in sync; False when there was nothing to do."""
         shard_state = self._proposer.state().shard(key.collection, key.shard_id)
         replica = None if shard_state is None else shard_state.replica(node_id)
         if replica is None or not self._still_primary(key, term):
-            return
+            return False
         _log.info("recovering a replica", extra={"collection": key.collection, "shard_id": key.shard_id,
                                                  "node_id": node_id, "from_state": replica.state.value})
         if replica.state is not ReplicaState.PARTIAL:
@@ -172,7 +191,7 @@ class Recovery:
         await self._catch_up(key, node_id, term, local, stage="wal_delta")
         async with self._writer.barrier(key):
             if not self._still_primary(key, term):
-                return
+                return False
             local = self._local.lookup(key)
             if local is None:
                 raise ShardUnavailable("the primary's local replica is gone")
@@ -185,6 +204,7 @@ class Recovery:
         self.recoveries += 1
         _log.info("replica back in sync", extra={"collection": key.collection, "shard_id": key.shard_id,
                                                  "node_id": node_id, "last_seq": local.last_seq})
+        return True
 
     async def _catch_up(self, key: ShardKey, node_id: int, term: int, local: LocalShard, *, stage: str) -> None:
         """Bring the replica to the primary's current last_seq (writes may go on meanwhile)."""

@@ -422,7 +422,7 @@ def test_fourth_node_rebalance_under_write_load(tmp_path: pathlib.Path) -> None:
         progressed = [seen for seen in moves if "qcluster" in seen]
         assert progressed, moves
         assert all(seen["method"] in ("wal_delta", "snapshot") and " sent" in seen["comment"]
-                   and seen["qcluster"]["stage"] in ("starting", "snapshot", "wal_delta", "final_delta")
+                   and seen["qcluster"]["stage"] in ("starting", "snapshot", "wal_delta", "final_delta", "in_sync")
                    for seen in progressed), progressed
         info = _wait_all_active(nodes, replicas=2)
         holders = [int(node) for shard in info["qcluster"]["shards"] for node in shard["replicas"]]
