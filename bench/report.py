@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from bench import targets
+
 
 def machine() -> dict[str, Any]:
     cpu = "?"
@@ -117,6 +119,7 @@ def markdown(run: dict[str, Any], plot_name: str | None) -> str:
     if any(not result.get("sweeps", True) for result in run["results"]):
         lines += ["¹ qdrant-client local mode has no index: every search is brute force (numpy), "
                   "its `hnsw_ef` is ignored.", ""]
+    lines += targets.markdown_lines(run)
     if plot_name:
         lines += [f"![recall@10 vs QPS]({plot_name})", ""]
     lines += ["## ef sweep (one client)", "", "| system | knob | " +

@@ -4,6 +4,13 @@ Prints one JSON object (the system's results) as the last line of stdout.
 Running each system in its own process keeps peak RSS per system and lets a
 crashing or missing peer fail alone. Each phase records its own error and the
 others still run; the system is closed in ``finally``.
+
+A server benchmarked over the network (``in_process`` False) is compared with
+raw FAISS timed in this worker in the same minute (``reference``): an
+``IndexHNSWFlat`` with the FAISS system's parameters is built after the
+server's ingest, and its one-at-a-time and batched runs go right before the
+server's 8-client and batched runs. The FAISS worker's own figures come from
+another minute, and this VM's speed drifts by 15-25 % between minutes.
 """
 
 from __future__ import annotations
@@ -99,7 +106,14 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
         qpath = workload.queries_path
         max_s = config.max_seconds_per_load
 
-        def measure(label: str, truth: np.ndarray, **kwargs: Any) -> dict[str, Any] | None:
+        reference: System | None = None
+        if not cls.in_process and config.same_minute_reference:
+            try:
+                reference = _reference(workdir, dataset, config)
+            except Exception as exc:
+                result["errors"]["reference"] = _error(exc)
+
+        def measure(label: str, truth: np.ndarray, target: System = system, **kwargs: Any) -> dict[str, Any] | None:
             """The best of up to ``config.repeats`` runs (ann-benchmarks' rule): a
             run is repeated while this measurement has taken less than
             ``config.repeat_within_s``, so a slow system runs once. Every
@@ -108,7 +122,7 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
             while len(runs) < config.repeats and sum(run.wall_s for run, _ in runs) < config.repeat_within_s:
                 before = cpu_ticks()
                 try:
-                    outcome = system.run_load(**kwargs)
+                    outcome = target.run_load(**kwargs)
                 except Exception as exc:
                     result["errors"][label] = _error(exc)
                     traceback.print_exc()
@@ -143,12 +157,25 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
         repeated_path = workdir / f"queries-x{passes}.npy"
         np.save(repeated_path, repeated)
         repeated_gt = np.concatenate([gt] * passes)
+        references: dict[str, Any] = {}
+        if reference is not None:
+            references["single"] = measure("reference single", target=reference, mode="single", queries=queries,
+                                           queries_path=qpath, ef=config.default_ef, spec=None, max_seconds=max_s,
+                                           truth=gt)
+            checkpoint("reference", references)
         if system.is_thread_safe:
             result["concurrent"] = measure("concurrent", mode="concurrent", queries=repeated,
                                            queries_path=repeated_path, ef=config.default_ef, spec=None,
                                            max_seconds=max_s, truth=repeated_gt)
         else:
             result["errors"]["concurrent"] = f"skipped: {system.unsafe_reason}"
+        if reference is not None:
+            references["batched"] = measure("reference batched", target=reference, mode="batched", queries=repeated,
+                                            queries_path=repeated_path, ef=config.default_ef, spec=None,
+                                            max_seconds=max_s, truth=repeated_gt)
+            checkpoint("reference", references)
+            reference.close()
+            reference = None  # its index is freed before the filtered runs
         result["batched"] = measure("batched", mode="batched", queries=repeated, queries_path=repeated_path,
                                     ef=config.default_ef, spec=None, max_seconds=max_s, truth=repeated_gt)
         save_partial(result, workdir)
@@ -179,6 +206,19 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
             result["errors"]["close"] = _error(exc)
         result["notes"] = system.notes
     return result
+
+
+def _reference(workdir: Path, dataset: Any, config: Any) -> System:
+    """Raw FAISS in this worker, built now (the server's ingest is over)."""
+    from bench.systems.faiss_hnsw import FaissHnsw  # noqa: PLC0415 - only servers need it
+
+    folder = workdir / "faiss-reference"
+    folder.mkdir(exist_ok=True)
+    reference = FaissHnsw(folder, dataset, config)
+    built = reference.ingest()
+    (folder / "hnsw.faiss").unlink(missing_ok=True)  # written only to report a size on disk
+    print(f"same-minute FAISS reference built in {built['upload_s']:.1f} s", file=sys.stderr, flush=True)
+    return reference
 
 
 def main() -> None:
