@@ -5,8 +5,9 @@ and over gRPC (``qcluster-grpc``); a target on "the network API" is met when
 either meets it. Ratios to raw FAISS are given twice: against the FAISS
 worker (another minute of the run) and against the same-minute reference
 that the server's own worker timed just before its 8-client and batched runs
-(``reference``, see ``bench/worker.py``); the status follows the same-minute
-one when it exists, because this VM's speed drifts between minutes.
+(``reference``, see ``bench/worker.py``). Such a target is met when both
+ratios meet it; when only one does, the row says so (this VM's speed drifts
+between minutes, and either FAISS figure may be the lucky one).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Row:
     target: str
     cells: tuple[str, ...]  # one per NETWORK_SYSTEMS entry
     met: bool | None        # None: not measured in this run
+    split: bool = False     # not met, but met against one of the two FAISS figures
 
 
 def _by_name(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -49,7 +51,10 @@ def _pct(value: float | None) -> str:
 
 def _ratio_row(target: str, systems: list[dict[str, Any] | None], faiss: dict[str, Any] | None, mode: str,
                ef: int, share: float) -> Row:
-    cells, met = [], []
+    """Met when REST or gRPC reaches ``share`` of both FAISS figures."""
+    cells: list[str] = []
+    met: list[bool] = []
+    split: list[bool] = []
     for result in systems:
         ours = _qps(result, mode, ef)
         worker = _qps(faiss, "single" if mode == "concurrent" else mode, ef)
@@ -64,9 +69,12 @@ def _ratio_row(target: str, systems: list[dict[str, Any] | None], faiss: dict[st
         if vs_reference is not None:
             cell += f", {_pct(vs_reference)} of same-minute FAISS ({same_minute:,.0f})"
         cells.append(cell)
-        deciding = vs_reference if vs_reference is not None else vs_worker
-        met.append(deciding is not None and deciding >= share)
-    return Row(target, tuple(cells), any(met) if met else None)
+        against = [ratio >= share for ratio in (vs_worker, vs_reference) if ratio is not None]
+        met.append(all(against))
+        split.append(any(against))
+    if not met:
+        return Row(target, tuple(cells), None)
+    return Row(target, tuple(cells), any(met), split=not any(met) and any(split))
 
 
 def _peer_row(target: str, systems: list[dict[str, Any] | None], peer: dict[str, Any] | None, factor: float,
@@ -177,13 +185,14 @@ def markdown_lines(run: dict[str, Any]) -> list[str]:
     if not any(row.met is not None for row in rows):
         return []
     status = {True: "met", False: "**not met**", None: "not measured"}
+    split = "**not met** against both FAISS figures (met against one)"
     lines = ["## Issue 3 targets (qcluster single node)", "",
              "Computed from this run by `bench/targets.py`. A target on the network API is met when REST or gRPC "
-             "meets it; ratios to raw FAISS are against the FAISS worker and against raw FAISS timed by the "
-             "server's own worker in the same minute, and the status follows the same-minute one. The issue's "
-             "figures are for pypi-minilm-100k.", "",
+             "meets it. Ratios to raw FAISS are against the FAISS worker and against raw FAISS timed by the "
+             "server's own worker in the same minutes (taking turns with the server's runs); such a target is met "
+             "when both ratios meet it. The issue's figures are for pypi-minilm-100k.", "",
              "| target | " + " | ".join(NETWORK_SYSTEMS) + " | status |",
              "|---|" + "---|" * len(NETWORK_SYSTEMS) + "---|"]
     for row in rows:
-        lines.append(f"| {row.target} | " + " | ".join(row.cells) + f" | {status[row.met]} |")
+        lines.append(f"| {row.target} | " + " | ".join(row.cells) + f" | {split if row.split else status[row.met]} |")
     return [*lines, ""]

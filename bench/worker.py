@@ -8,13 +8,15 @@ others still run; the system is closed in ``finally``.
 A server benchmarked over the network (``in_process`` False) is compared with
 raw FAISS timed in this worker in the same minute (``reference``): an
 ``IndexHNSWFlat`` with the FAISS system's parameters is built after the
-server's ingest, and its one-at-a-time and batched runs go right before the
-server's 8-client and batched runs. The FAISS worker's own figures come from
-another minute, and this VM's speed drifts by 15-25 % between minutes.
+server's ingest, and its one-at-a-time and batched runs take turns with the
+server's 8-client and batched runs (reference, server, reference, server...).
+The FAISS worker's own figures come from another minute, and this VM's speed
+drifts by 15-25 % between minutes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -26,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.datasets import Dataset
 from bench.datasets import load as load_dataset
 from bench.load import LoadResult
 from bench.metrics import cpu_ticks, recall_at_k, steal_percent
 from bench.systems import system_class
 from bench.systems.base import System, descendants, proc_status_kb
-from bench.workload import Workload
+from bench.workload import RunConfig, Workload
 
 
 def _error(exc: BaseException) -> str:
@@ -113,31 +116,15 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
             except Exception as exc:
                 result["errors"]["reference"] = _error(exc)
 
-        def measure(label: str, truth: np.ndarray, target: System = system, **kwargs: Any) -> dict[str, Any] | None:
-            """The best of up to ``config.repeats`` runs (ann-benchmarks' rule): a
-            run is repeated while this measurement has taken less than
-            ``config.repeat_within_s``, so a slow system runs once. Every
-            run's QPS and CPU steal are kept (``qps_runs``, ``steal_pct_runs``)."""
-            runs: list[tuple[LoadResult, float]] = []  # (outcome, CPU steal % during it)
-            while len(runs) < config.repeats and sum(run.wall_s for run, _ in runs) < config.repeat_within_s:
-                before = cpu_ticks()
-                try:
-                    outcome = target.run_load(**kwargs)
-                except Exception as exc:
-                    result["errors"][label] = _error(exc)
-                    traceback.print_exc()
-                    return None
-                runs.append((outcome, steal_percent(before, cpu_ticks())))
-            best, best_steal = max(runs, key=lambda run: run[0].qps or 0.0)  # the first of equals
-            summary = best.summary()
-            summary["qps_runs"] = [run.qps for run, _ in runs]
-            summary["steal_pct_runs"] = [steal for _, steal in runs]
-            summary["steal_pct"] = best_steal
-            summary["recall_at_10"] = recall_at_k(best.ids, truth)
-            print(f"[{system_name}] {label}: qps {summary['qps']} (runs {summary['qps_runs']}, "
-                  f"steal % {summary['steal_pct_runs']}), "
-                  f"recall {summary['recall_at_10']}", file=sys.stderr, flush=True)
-            return summary
+        def measure(label: str, truth: np.ndarray, **kwargs: Any) -> dict[str, Any] | None:
+            return measure_together([Load(label, system, truth, kwargs)])[0]
+
+        def measure_together(loads: list[Load]) -> list[dict[str, Any] | None]:
+            outcome = _best_of_rounds(loads, config, system_name)
+            for load in loads:
+                if load.error is not None:
+                    result["errors"][load.label] = load.error
+            return outcome
 
         def checkpoint(key: str, value: Any) -> None:
             result[key] = value
@@ -157,28 +144,28 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
         repeated_path = workdir / f"queries-x{passes}.npy"
         np.save(repeated_path, repeated)
         repeated_gt = np.concatenate([gt] * passes)
-        references: dict[str, Any] = {}
+        throughput = {"queries": repeated, "queries_path": repeated_path, "ef": config.default_ef, "spec": None,
+                      "max_seconds": max_s}
+        # 8 clients, then batched; with a same-minute reference each round runs raw FAISS's
+        # matching load (one query at a time, batched) right before the server's.
+        for phase, reference_mode in (("concurrent", "single"), ("batched", "batched")):
+            loads = []
+            if reference is not None:
+                loads.append(Load(f"reference {reference_mode}", reference, repeated_gt,
+                                  {"mode": reference_mode, **throughput}))
+            if phase == "concurrent" and not system.is_thread_safe:
+                result["errors"]["concurrent"] = f"skipped: {system.unsafe_reason}"
+            else:
+                loads.append(Load(phase, system, repeated_gt, {"mode": phase, **throughput}))
+            for load, summary in zip(loads, measure_together(loads), strict=True):
+                if load.target is system:
+                    result[phase] = summary
+                else:
+                    result.setdefault("reference", {})[reference_mode] = summary
+            save_partial(result, workdir)
         if reference is not None:
-            references["single"] = measure("reference single", target=reference, mode="single", queries=queries,
-                                           queries_path=qpath, ef=config.default_ef, spec=None, max_seconds=max_s,
-                                           truth=gt)
-            checkpoint("reference", references)
-        if system.is_thread_safe:
-            result["concurrent"] = measure("concurrent", mode="concurrent", queries=repeated,
-                                           queries_path=repeated_path, ef=config.default_ef, spec=None,
-                                           max_seconds=max_s, truth=repeated_gt)
-        else:
-            result["errors"]["concurrent"] = f"skipped: {system.unsafe_reason}"
-        if reference is not None:
-            references["batched"] = measure("reference batched", target=reference, mode="batched", queries=repeated,
-                                            queries_path=repeated_path, ef=config.default_ef, spec=None,
-                                            max_seconds=max_s, truth=repeated_gt)
-            checkpoint("reference", references)
             reference.close()
             reference = None  # its index is freed before the filtered runs
-        result["batched"] = measure("batched", mode="batched", queries=repeated, queries_path=repeated_path,
-                                    ef=config.default_ef, spec=None, max_seconds=max_s, truth=repeated_gt)
-        save_partial(result, workdir)
         filtered: list[dict[str, Any]] = []
         fcount = workload.filtered_query_count()
         for index, spec in enumerate(workload.filters):
@@ -208,7 +195,60 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def _reference(workdir: Path, dataset: Any, config: Any) -> System:
+@dataclasses.dataclass
+class Load:
+    """One load to measure: ``target.run_load(**kwargs)``, scored against ``truth``."""
+
+    label: str
+    target: System
+    truth: np.ndarray
+    kwargs: dict[str, Any]
+    runs: list[tuple[LoadResult, float]] = dataclasses.field(default_factory=list)  # (outcome, CPU steal %)
+    error: str | None = None
+
+    @property
+    def spent_s(self) -> float:
+        return sum(run.wall_s for run, _steal in self.runs)
+
+
+def _best_of_rounds(loads: list[Load], config: RunConfig, system_name: str) -> list[dict[str, Any] | None]:
+    """The best of up to ``config.repeats`` runs of each load (ann-benchmarks'
+    rule). The loads take turns, one run each per round, so loads measured
+    together see the same minutes of this VM. Rounds go on while every load
+    has taken less than ``config.repeat_within_s``, so a slow system runs
+    once. Every run's QPS and CPU steal are kept (``qps_runs``,
+    ``steal_pct_runs``); a load that raises is dropped with its error."""
+    for _round in range(config.repeats):
+        live = [load for load in loads if load.error is None]
+        if not live or any(load.spent_s >= config.repeat_within_s for load in live):
+            break
+        for load in live:
+            before = cpu_ticks()
+            try:
+                outcome = load.target.run_load(**load.kwargs)
+            except Exception as exc:
+                load.error = _error(exc)
+                traceback.print_exc()
+                continue
+            load.runs.append((outcome, steal_percent(before, cpu_ticks())))
+    summaries: list[dict[str, Any] | None] = []
+    for load in loads:
+        if load.error is not None or not load.runs:
+            summaries.append(None)
+            continue
+        best, best_steal = max(load.runs, key=lambda run: run[0].qps or 0.0)  # the first of equals
+        summary = best.summary()
+        summary["qps_runs"] = [run.qps for run, _ in load.runs]
+        summary["steal_pct_runs"] = [steal for _, steal in load.runs]
+        summary["steal_pct"] = best_steal
+        summary["recall_at_10"] = recall_at_k(best.ids, load.truth)
+        print(f"[{system_name}] {load.label}: qps {summary['qps']} (runs {summary['qps_runs']}, "
+              f"steal % {summary['steal_pct_runs']}), recall {summary['recall_at_10']}", file=sys.stderr, flush=True)
+        summaries.append(summary)
+    return summaries
+
+
+def _reference(workdir: Path, dataset: Dataset, config: RunConfig) -> System:
     """Raw FAISS in this worker, built now (the server's ingest is over)."""
     from bench.systems.faiss_hnsw import FaissHnsw  # noqa: PLC0415 - only servers need it
 
