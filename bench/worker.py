@@ -112,7 +112,8 @@ def run(system_name: str, workload: Workload, workdir: Path) -> dict[str, Any]:
         reference: System | None = None
         if not cls.in_process and config.same_minute_reference:
             try:
-                reference = _reference(workdir, dataset, config)
+                reference, build_s = _reference(workdir, dataset, config)
+                result["reference"] = {"build_s": build_s}  # the same graph, built right after the server's
             except Exception as exc:
                 result["errors"]["reference"] = _error(exc)
 
@@ -248,8 +249,8 @@ def _best_of_rounds(loads: list[Load], config: RunConfig, system_name: str) -> l
     return summaries
 
 
-def _reference(workdir: Path, dataset: Dataset, config: RunConfig) -> System:
-    """Raw FAISS in this worker, built now (the server's ingest is over)."""
+def _reference(workdir: Path, dataset: Dataset, config: RunConfig) -> tuple[System, float]:
+    """Raw FAISS in this worker, built now (the server's ingest is over), and its build time."""
     from bench.systems.faiss_hnsw import FaissHnsw  # noqa: PLC0415 - only servers need it
 
     folder = workdir / "faiss-reference"
@@ -258,7 +259,7 @@ def _reference(workdir: Path, dataset: Dataset, config: RunConfig) -> System:
     built = reference.ingest()
     (folder / "hnsw.faiss").unlink(missing_ok=True)  # written only to report a size on disk
     print(f"same-minute FAISS reference built in {built['upload_s']:.1f} s", file=sys.stderr, flush=True)
-    return reference
+    return reference, built["upload_s"]
 
 
 def main() -> None:

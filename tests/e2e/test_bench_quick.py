@@ -66,6 +66,7 @@ def test_bench_quick(tmp_path: pathlib.Path) -> None:
         # raw FAISS timed in the server's worker, the same minute as its throughput runs
         reference = results[name]["reference"]
         assert reference["single"]["qps"] > 0 and reference["batched"]["qps"] > 0, (name, reference)
+        assert reference["build_s"] > 0, (name, reference)
         assert reference["single"]["recall_at_10"] >= 0.9, (name, reference)
         assert len(reference["single"]["qps_runs"]) == len(results[name]["concurrent"]["qps_runs"]) == 2
     assert "reference" not in results["faiss"]
