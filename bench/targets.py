@@ -55,11 +55,11 @@ def _ratio_row(target: str, systems: list[dict[str, Any] | None], faiss: dict[st
     cells: list[str] = []
     met: list[bool] = []
     split: list[bool] = []
+    faiss_mode = "single" if mode == "concurrent" else mode  # 8 clients are held against one at a time
+    worker = _qps(faiss, faiss_mode, ef)
     for result in systems:
         ours = _qps(result, mode, ef)
-        worker = _qps(faiss, "single" if mode == "concurrent" else mode, ef)
-        reference = ((result or {}).get("reference") or {}).get("single" if mode == "concurrent" else mode) or {}
-        same_minute = reference.get("qps")
+        same_minute = (((result or {}).get("reference") or {}).get(faiss_mode) or {}).get("qps")
         if ours is None or (worker is None and same_minute is None):
             cells.append("—")
             continue

@@ -41,8 +41,8 @@ class RunConfig:
     # Recall over 1 000 queries x 10 neighbours has a standard error of ~0.002 near 0.95
     # (200 queries: ~0.005, enough to land a 0.952 index on either side of 0.95).
     filtered_queries: int = 1000
-    # Out-of-process servers are also compared with raw FAISS timed in their worker just
-    # before their throughput runs (worker.py: "same-minute reference").
+    # Out-of-process servers are also compared with raw FAISS timed in their worker, taking
+    # turns with their throughput runs (worker.py: "same-minute reference").
     same_minute_reference: bool = True
     worker_timeout_s: float = 3600.0
     index_timeout_s: float = 1800.0
