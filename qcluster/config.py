@@ -64,6 +64,10 @@ class ServiceSettings:
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
     data_dir: str = "./data"
+    # Memory for contiguous copies of repeated filters' candidate vectors,
+    # which let a mid-selectivity filter be scored exactly instead of through
+    # filtered HNSW (qcluster/engine/scan_cache.py); 0 turns it off.
+    filtered_scan_cache_mb: int = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("service.shutdown_timeout_s: must be in (0, 60]")
     if not settings.storage.data_dir:
         raise ConfigError("storage.data_dir: must not be empty")
+    if not 0 <= settings.storage.filtered_scan_cache_mb <= _SCAN_CACHE_MB_MAX:
+        raise ConfigError(f"storage.filtered_scan_cache_mb: must be between 0 and {_SCAN_CACHE_MB_MAX}")
     if settings.log.level.upper() not in _LOG_LEVELS:
         raise ConfigError(f"log.level: {settings.log.level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if settings.log.format not in _LOG_FORMATS:
@@ -254,6 +260,7 @@ def _validate(settings: Settings) -> None:
     _validate_cluster(settings)
 
 
+_SCAN_CACHE_MB_MAX: Final = 1024 * 1024
 _CLUSTER_SECRET_LENGTH_MIN: Final = 8
 _WILDCARD_HOSTS: Final = frozenset(("", "0.0.0.0", "::", "[::]"))
 

@@ -36,6 +36,7 @@ from qcluster.api.state import NodeState
 from qcluster.cluster.commands import AddNode, MarkNodeAlive, MarkNodeDead
 from qcluster.cluster.state import Liveness, NodeInfo, ResultCode
 from qcluster.config import Settings
+from qcluster.engine import scan_cache
 from qcluster.errors import QclusterError
 
 if TYPE_CHECKING:
@@ -371,6 +372,7 @@ async def run_node(settings: Settings) -> int:
     executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=settings.service.worker_threads, thread_name_prefix="storage"
     )
+    scan_cache.set_budget_bytes(settings.storage.filtered_scan_cache_mb * _MIB)
     state = NodeState(executor=executor, commit=git_commit(),
                       body_bytes_max=settings.service.max_request_size_mb * _MIB, api_key=settings.service.api_key)
     runner = web.AppRunner(build_app(state), handle_signals=False, access_log=None,

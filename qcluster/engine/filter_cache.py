@@ -6,6 +6,11 @@ The cache is bounded twice: at most ``_CACHE_ENTRIES`` filters and at most
 that many distinct large filters (each up to the request size limit) cannot
 grow it without bound. Thread-safe: storage threads share it.
 
+A filter sent as JSON bytes (gRPC's ``filter_json``) is cached by those
+bytes too, so a repeated one is not even decoded again: the same object is
+handed out (callers do not modify filters), and its key is then found by
+identity (below). 10 000 names in an ``any`` list take ~0.5 ms to decode.
+
 A filter's key (its JSON with sorted keys) is computed several times per
 request: when the request is validated, when queries are grouped into one
 FAISS batch, when each segment is searched. For a long ``any`` list that is
@@ -23,16 +28,46 @@ from typing import Any, Final
 import orjson
 
 from qcluster.engine.filters import Filter, parse_filter
+from qcluster.errors import InvalidRequest
 
-__all__ = ["filter_key", "parsed_filter"]
+__all__ = ["filter_from_json", "filter_key", "parsed_filter"]
 
 _CACHE_ENTRIES: Final = 1024
 _CACHE_BYTES: Final = 64 * 1024 * 1024
 
-_lock = threading.Lock()
-_cache: collections.OrderedDict[bytes, Filter] = collections.OrderedDict()
-_cached_bytes = 0
 _last_keyed = threading.local()  # .entry = (filter object, its key)
+
+
+class _BoundedCache:
+    """bytes -> value, least recently used out first, bounded in entries and key bytes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: bytes) -> Any:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: Any) -> None:
+        if len(key) > _CACHE_BYTES:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = value
+            self._bytes += len(key)
+            while len(self._entries) > _CACHE_ENTRIES or self._bytes > _CACHE_BYTES:
+                evicted, _value = self._entries.popitem(last=False)
+                self._bytes -= len(evicted)
+
+
+_parsed = _BoundedCache()  # canonical JSON -> Filter
+_decoded = _BoundedCache()  # JSON bytes as received -> the decoded filter object
 
 
 def filter_key(raw: dict[str, Any]) -> bytes:
@@ -45,18 +80,20 @@ def filter_key(raw: dict[str, Any]) -> bytes:
     return key
 
 
-def _remember(canonical: bytes, parsed: Filter) -> None:
-    global _cached_bytes  # noqa: PLW0603 - the module is the cache
-    if len(canonical) > _CACHE_BYTES:
-        return
-    with _lock:
-        if canonical in _cache:
-            return
-        _cache[canonical] = parsed
-        _cached_bytes += len(canonical)
-        while len(_cache) > _CACHE_ENTRIES or _cached_bytes > _CACHE_BYTES:
-            evicted, _filter = _cache.popitem(last=False)
-            _cached_bytes -= len(evicted)
+def filter_from_json(raw: bytes, *, path: str) -> Any:
+    """The filter object JSON bytes decode to (not yet validated: see
+    ``parsed_filter``); equal bytes give the same object, not to be modified.
+    Invalid JSON raises InvalidRequest naming ``path``."""
+    decoded = _decoded.get(raw)
+    if decoded is not None:
+        return decoded
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{path}: not valid JSON: {exc}") from exc
+    if decoded is not None:
+        _decoded.put(bytes(raw), decoded)
+    return decoded
 
 
 def parsed_filter(raw: dict[str, Any] | None, *, path: str = "filter") -> Filter | None:
@@ -68,11 +105,8 @@ def parsed_filter(raw: dict[str, Any] | None, *, path: str = "filter") -> Filter
     if raw is None:
         return None
     canonical = filter_key(raw)
-    with _lock:
-        parsed = _cache.get(canonical)
-        if parsed is not None:
-            _cache.move_to_end(canonical)
-            return parsed
-    parsed = parse_filter(raw, path=path)  # raises for a bad filter: nothing is cached
-    _remember(canonical, parsed)
+    parsed = _parsed.get(canonical)
+    if parsed is None:
+        parsed = parse_filter(raw, path=path)  # raises for a bad filter: nothing is cached
+        _parsed.put(canonical, parsed)
     return parsed

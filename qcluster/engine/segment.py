@@ -17,6 +17,7 @@ Threading: a segment is guarded by its shard's lock; it has none of its own.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from typing import Any, Final, final
 
 import numpy as np
 
+from qcluster.engine import scan_cache
 from qcluster.engine.filters import Filter
 from qcluster.engine.payload_index import FieldIndex, evaluate_filter
 from qcluster.types import CollectionConfig, PayloadFieldSchema, PayloadSchemaType, PointId
@@ -36,6 +38,8 @@ NOT_DELETED: Final = np.iinfo(np.int64).max
 _INITIAL_CAPACITY: Final = 256
 # Filter masks kept per segment (a 100 000-row segment: ~100 KB each).
 _FILTER_CACHE_ENTRIES: Final = 32
+# Tells segments apart in process-wide caches (an id() could be reused).
+_UIDS: Final = itertools.count(1)
 
 
 def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
@@ -91,6 +95,7 @@ class Segment:
         is_appendable: bool,
     ) -> None:
         self.segment_id = segment_id
+        self.uid = next(_UIDS)
         self.config = config
         self.is_appendable = is_appendable
         self.count = 0
@@ -271,8 +276,9 @@ class Segment:
         self._searchable_cache[name] = (self._mutations, mask, count)
         return mask, count
 
-    def searchable_filtered(self, name: str, filter: Filter) -> tuple[np.ndarray, int]:
-        """``searchable(name)`` restricted by ``filter``, and its count.
+    def searchable_filtered(self, name: str, filter: Filter) -> tuple[np.ndarray, int, bool]:
+        """``searchable(name)`` restricted by ``filter``, its count, and whether
+        it came from the cache (the filter was seen before at this version).
 
         Cached per filter until the next write to this segment: a filter that
         repeats across queries (a tenant, a date range) is evaluated once per
@@ -282,7 +288,7 @@ class Segment:
         with self._filter_cache_lock:
             cached = self._filter_cache.get(key)
         if cached is not None and cached[0] == self._mutations:
-            return cached[1], cached[2]
+            return cached[1], cached[2], True
         mutations = self._mutations
         base, _count = self.searchable(name)
         mask = base & evaluate_filter(filter, self)
@@ -291,7 +297,25 @@ class Segment:
             if len(self._filter_cache) >= _FILTER_CACHE_ENTRIES:
                 self._filter_cache.pop(next(iter(self._filter_cache)))
             self._filter_cache[key] = (mutations, mask, count)
-        return mask, count
+        return mask, count, False
+
+    def scan_rows(self, name: str, filter: Filter | None, candidates: np.ndarray, *, keep: bool) -> np.ndarray:
+        """The vectors of ``candidates`` (sorted offsets: a filter's
+        ``searchable_filtered`` mask, or ``searchable``'s without one), side by
+        side. A view when they are rows 0..n-1; else from the scan cache, or
+        gathered, and kept there for the filter's next queries when ``keep``."""
+        matrix = self.vectors[name].matrix
+        if candidates.shape[0] == 0 or int(candidates[-1]) == candidates.shape[0] - 1:
+            return matrix[: candidates.shape[0]]
+        if filter is None:
+            return matrix[candidates]
+        mutations = self._mutations
+        rows = scan_cache.cached_rows(self.uid, name, filter, mutations)
+        if rows is None:
+            rows = matrix[candidates]
+            if keep:
+                scan_cache.keep_rows(self.uid, name, filter, mutations, rows)
+        return rows
 
     def vector_bytes(self) -> int:
         return sum(self.count * column.dim * 4 for column in self.vectors.values())

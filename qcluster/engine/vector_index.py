@@ -154,24 +154,19 @@ def _top_indices(keys: np.ndarray, k: int) -> np.ndarray:
 
 
 def exact_top_k(
-    *, distance: Distance, matrix: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int
+    *, distance: Distance, rows: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Exact top-k among ``candidates`` (row offsets) for each query.
+    """Exact top-k among ``candidates`` (row offsets) for each query;
+    ``rows[i]`` is the vector of ``candidates[i]`` (``Segment.scan_rows``).
 
     Returns, per query, (rank keys best first, offsets). Scores of Euclid and
     Manhattan are computed directly (not through the expansion), so they equal
     a plain numpy computation.
     """
     assert queries.ndim == 2 and k > 0
-    assert candidates.ndim == 1
+    assert candidates.ndim == 1 and rows.shape[0] == candidates.shape[0]
     if candidates.shape[0] == 0:
         return TopK.empty(queries.shape[0])
-    # flatnonzero gives sorted unique offsets: when they are exactly 0..m-1
-    # (no filter, no tombstones) a view avoids copying the rows per query.
-    if int(candidates[-1]) == candidates.shape[0] - 1:
-        rows = matrix[: candidates.shape[0]]
-    else:
-        rows = matrix[candidates]
     fast = _fast_rank_keys(distance, rows, queries)
     results = []
     for query_index, query in enumerate(queries):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -366,8 +367,8 @@ def test_the_parsed_filter_cache_is_bounded_in_entries_and_bytes(monkeypatch: py
 
     monkeypatch.setattr(filter_cache, "_CACHE_ENTRIES", 8)
     monkeypatch.setattr(filter_cache, "_CACHE_BYTES", 4000)
-    monkeypatch.setattr(filter_cache, "_cache", type(filter_cache._cache)())  # noqa: SLF001
-    monkeypatch.setattr(filter_cache, "_cached_bytes", 0)
+    cache = filter_cache._BoundedCache()  # noqa: SLF001
+    monkeypatch.setattr(filter_cache, "_parsed", cache)
 
     def flt(index: int, names: int) -> dict[str, Any]:
         return {"must": [{"key": "name", "match": {"any": [f"{index}-{n}" for n in range(names)]}}]}
@@ -376,13 +377,26 @@ def test_the_parsed_filter_cache_is_bounded_in_entries_and_bytes(monkeypatch: py
     assert filter_cache.parsed_filter(flt(0, 1)) is first, "a repeated filter comes from the cache"
     for index in range(1, 30):
         filter_cache.parsed_filter(flt(index, 1 + index % 40))
-        assert len(filter_cache._cache) <= 8  # noqa: SLF001
-        assert filter_cache._cached_bytes <= 4000  # noqa: SLF001
-        assert filter_cache._cached_bytes == sum(map(len, filter_cache._cache))  # noqa: SLF001
+        assert len(cache._entries) <= 8  # noqa: SLF001
+        assert cache._bytes <= 4000  # noqa: SLF001
+        assert cache._bytes == sum(map(len, cache._entries))  # noqa: SLF001
     assert filter_cache.parsed_filter(flt(0, 1)) is not first, "the oldest entry was evicted"
     huge = flt(99, 2000)  # larger than the whole budget: parsed, never cached
     assert filter_cache.parsed_filter(huge) == filter_cache.parsed_filter(huge)
-    assert all(b'"99-' not in key for key in filter_cache._cache)  # noqa: SLF001
+    assert all(b'"99-' not in key for key in cache._entries)  # noqa: SLF001
+
+
+def test_filter_json_bytes_are_decoded_once_and_bad_json_is_named() -> None:
+    from qcluster.engine.filter_cache import filter_from_json  # noqa: PLC0415
+
+    raw = orjson.dumps({"must": [{"key": "name", "match": {"any": [f"n{i}" for i in range(1000)]}}]})
+    first = filter_from_json(raw, path="filter_json")
+    assert first == orjson.loads(raw)
+    assert filter_from_json(bytes(raw), path="filter_json") is first, "equal bytes: the same object, not decoded"
+    assert filter_from_json(raw + b" ", path="filter_json") == first
+    assert filter_from_json(b"null", path="filter_json") is None
+    with pytest.raises(InvalidRequest, match=r"^filter_json: not valid JSON"):
+        filter_from_json(b'{"must": [', path="filter_json")
 
 
 def test_filter_keys_are_canonical_and_the_per_thread_memo_never_answers_for_another_filter() -> None:

@@ -29,7 +29,8 @@ def test_exact_top_k_equals_numpy(distance: Distance) -> None:
     if distance == Distance.COSINE:
         queries = vector_index.normalize_rows(queries)
     candidates = np.flatnonzero(rng.random(2000) < 0.5)
-    results = vector_index.exact_top_k(distance=distance, matrix=matrix, candidates=candidates, queries=queries, k=10)
+    results = vector_index.exact_top_k(distance=distance, rows=matrix[candidates], candidates=candidates, queries=queries,
+                                       k=10)
     for query, (keys, offsets) in zip(queries, results, strict=True):
         scores = _numpy_scores(distance, matrix[candidates], query)
         order = np.argsort(-scores if distance.higher_is_better else scores)[:10]
@@ -48,7 +49,7 @@ def test_hnsw_recall_and_selector(distance: Distance) -> None:
     allowed = rng.random(3000) < 0.3
     approximate = vector_index.hnsw_top_k(distance=distance, index=index, queries=queries, k=10, ef=200, allowed=allowed)
     exact = vector_index.exact_top_k(
-        distance=distance, matrix=matrix, candidates=np.flatnonzero(allowed), queries=queries, k=10
+        distance=distance, rows=matrix[allowed], candidates=np.flatnonzero(allowed), queries=queries, k=10
     )
     hits = 0
     for (_akeys, aoffsets), (_ekeys, eoffsets) in zip(approximate, exact, strict=True):

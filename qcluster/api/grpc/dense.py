@@ -22,6 +22,7 @@ from qcluster.api.grpc.dispatch import Dispatcher
 from qcluster.api.schema.parse import check_collection_name
 from qcluster.api.schema.vectors import check_dense_matrix
 from qcluster.api.state import NodeState
+from qcluster.engine.filter_cache import filter_from_json
 from qcluster.errors import InvalidRequest, QclusterError
 from qcluster.proto.v1 import dense_pb2, dense_pb2_grpc
 from qcluster.types import ScoredColumns
@@ -74,8 +75,8 @@ def _query_params(request: dense_pb2.DenseQueryRequest) -> dict[str, Any]:
                            "with_payload": request.with_payload}
     if request.using:
         raw["using"] = request.using
-    if request.filter_json:
-        raw["filter"] = _json(request.filter_json, path="filter_json")
+    if request.filter_json:  # a repeated filter is not decoded again
+        raw["filter"] = filter_from_json(request.filter_json, path="filter_json")
     if request.HasField("score_threshold"):
         raw["score_threshold"] = request.score_threshold
     return raw
