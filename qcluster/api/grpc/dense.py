@@ -66,8 +66,9 @@ def _upsert(toc: TableOfContents, request: dense_pb2.DenseUpsertRequest) -> dens
     return dense_pb2.DenseUpsertReply(operation_id=result["operation_id"], status=result["status"])
 
 
-def _query_params(request: dense_pb2.DenseQueryRequest) -> dict[str, Any]:
-    """Everything of a query request but its vectors, in Qdrant's JSON shape."""
+def _query_params(request: dense_pb2.DenseQueryRequest, *, filter_json: bytes | None = None) -> dict[str, Any]:
+    """Everything of a query request but its vectors, in Qdrant's JSON shape.
+    ``filter_json``: the request's, when the caller has read it already."""
     params: dict[str, Any] = {"exact": request.exact}
     if request.HasField("hnsw_ef"):
         params["hnsw_ef"] = request.hnsw_ef
@@ -75,8 +76,10 @@ def _query_params(request: dense_pb2.DenseQueryRequest) -> dict[str, Any]:
                            "with_payload": request.with_payload}
     if request.using:
         raw["using"] = request.using
-    if request.filter_json:  # a repeated filter is not decoded again
-        raw["filter"] = filter_from_json(request.filter_json, path="filter_json")
+    if filter_json is None:
+        filter_json = request.filter_json
+    if filter_json:  # a repeated filter is not decoded again
+        raw["filter"] = filter_from_json(filter_json, path="filter_json")
     if request.HasField("score_threshold"):
         raw["score_threshold"] = request.score_threshold
     return raw
@@ -103,12 +106,15 @@ def _query(toc: TableOfContents, request: dense_pb2.DenseQueryRequest) -> dense_
     return _reply(results, 0, len(results.ids), rows=slice(None))
 
 
-def _group_key(request: dense_pb2.DenseQueryRequest) -> bytes:
-    """Requests with equal keys differ only in their query vector."""
+def _group_key(request: dense_pb2.DenseQueryRequest) -> tuple[bytes, bytes]:
+    """Requests with equal keys differ only in their query vector. The key
+    holds the filter's bytes apart, as one object: grouping hashes them
+    (0.3 ms for 800 KB) and the filter cache reuses that hash."""
     shape = dense_pb2.DenseQueryRequest()
     shape.CopyFrom(request)
     shape.queries.data = b""
-    return shape.SerializeToString(deterministic=True)
+    shape.filter_json = b""
+    return shape.SerializeToString(deterministic=True), request.filter_json
 
 
 def _query_rows(state: NodeState, items: list[dense_pb2.DenseQueryRequest]) -> list[Message | BaseException]:
@@ -117,10 +123,10 @@ def _query_rows(state: NodeState, items: list[dense_pb2.DenseQueryRequest]) -> l
     request keeps its own errors."""
     toc = state.ready_toc()
     outcomes: list[Message | BaseException | None] = [None] * len(items)
-    groups: dict[bytes, list[int]] = {}
+    groups: dict[tuple[bytes, bytes], list[int]] = {}
     for position, request in enumerate(items):
         groups.setdefault(_group_key(request), []).append(position)
-    for positions in groups.values():
+    for (_shape, filter_json), positions in groups.items():
         first = items[positions[0]]
         try:
             name = check_collection_name(first.collection_name)
@@ -141,7 +147,7 @@ def _query_rows(state: NodeState, items: list[dense_pb2.DenseQueryRequest]) -> l
         if not valid:
             continue
         try:
-            results = actions.dense_query(toc, name=name, queries=np.concatenate(rows), raw=_query_params(first))
+            results = actions.dense_query(toc, name=name, queries=np.concatenate(rows), raw=_query_params(first, filter_json=filter_json))
         except QclusterError as error:
             for position in valid:
                 outcomes[position] = error
