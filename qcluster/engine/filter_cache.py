@@ -92,7 +92,7 @@ def filter_from_json(raw: bytes, *, path: str) -> Any:
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"{path}: not valid JSON: {exc}") from exc
     if decoded is not None:
-        _decoded.put(bytes(raw), decoded)
+        _decoded.put(raw, decoded)
     return decoded
 
 

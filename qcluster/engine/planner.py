@@ -133,14 +133,8 @@ def search_segment(
         case Plan.SKIP:
             return vector_index.TopK.empty(queries.shape[0])
         case Plan.EXACT:
-            offsets = np.flatnonzero(allowed)
-            return vector_index.exact_top_k(
-                distance=distance,
-                rows=segment.scan_rows(name, filter, offsets, keep=scan_ready),
-                candidates=offsets,
-                queries=queries,
-                k=k,
-            )
+            offsets, rows = segment.scan_candidates(name, filter, allowed, keep=scan_ready)
+            return vector_index.exact_top_k(distance=distance, rows=rows, candidates=offsets, queries=queries, k=k)
         case Plan.HNSW | Plan.HNSW_FILTERED:
             if plan == Plan.HNSW:
                 ef = params.hnsw_ef if params.hnsw_ef is not None else hnsw.ef_construct

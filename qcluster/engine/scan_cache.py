@@ -8,8 +8,9 @@ HNSW at the ef a 10 % filter needs). A filter that repeats (a tenant, a
 date range) is gathered once per segment version and kept here, so its
 later queries scan the copy: exact results at a fraction of HNSW's cost.
 
-One cache per process, least recently used out first, bounded in bytes
-(``storage.filtered_scan_cache_mb``; 0 turns it off). An entry is keyed by
+One cache per process, least recently used out first, bounded in bytes of
+vectors (``storage.filtered_scan_cache_mb``; 0 turns it off; the candidates'
+offsets, kept beside them, add 8 bytes per row: 2 % at 384-d). An entry is keyed by
 (segment uid, vector name, filter) and stamped with the segment's mutation
 count: a write to the segment makes it stale, and it is replaced on next use.
 Thread-safe: storage threads share it.
@@ -25,14 +26,15 @@ import numpy as np
 
 from qcluster.engine.filters import Filter
 
-__all__ = ["DEFAULT_BUDGET_BYTES", "budget_bytes", "cached_rows", "clear", "fits", "keep_rows", "set_budget_bytes"]
+__all__ = ["DEFAULT_BUDGET_BYTES", "cached_rows", "clear", "fits", "keep_rows", "set_budget_bytes"]
 
 DEFAULT_BUDGET_BYTES: Final = 128 * 1024 * 1024
 
 _Key = tuple[int, str, Filter]
 
 _lock = threading.Lock()
-_entries: collections.OrderedDict[_Key, tuple[int, np.ndarray]] = collections.OrderedDict()
+# key -> (mutations, candidate offsets, their rows)
+_entries: collections.OrderedDict[_Key, tuple[int, np.ndarray, np.ndarray]] = collections.OrderedDict()
 _used = 0
 _budget = DEFAULT_BUDGET_BYTES
 
@@ -46,10 +48,6 @@ def set_budget_bytes(budget: int) -> None:
         _evict_locked()
 
 
-def budget_bytes() -> int:
-    return _budget
-
-
 def clear() -> None:
     global _used  # noqa: PLW0603
     with _lock:
@@ -57,15 +55,15 @@ def clear() -> None:
         _used = 0
 
 
-def cached_rows(segment_uid: int, name: str, filter: Filter, mutations: int) -> np.ndarray | None:
-    """The rows kept for this filter at this segment version, or None."""
+def cached_rows(segment_uid: int, name: str, filter: Filter, mutations: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(candidate offsets, their rows) kept for this filter at this segment version, or None."""
     key = (segment_uid, name, filter)
     with _lock:
         entry = _entries.get(key)
         if entry is None or entry[0] != mutations:
             return None
         _entries.move_to_end(key)
-        return entry[1]
+        return entry[1], entry[2]
 
 
 def fits(nbytes: int) -> bool:
@@ -73,18 +71,21 @@ def fits(nbytes: int) -> bool:
     return 0 < nbytes <= _budget
 
 
-def keep_rows(segment_uid: int, name: str, filter: Filter, mutations: int, rows: np.ndarray) -> None:
-    """Keep ``rows`` (read-only from now on) for later queries with this filter."""
+def keep_rows(segment_uid: int, name: str, filter: Filter, mutations: int, offsets: np.ndarray,
+              rows: np.ndarray) -> None:
+    """Keep ``rows`` (the vectors of ``offsets``; both read-only from now on)
+    for later queries with this filter."""
     global _used  # noqa: PLW0603
     if not fits(rows.nbytes):
         return
+    offsets.flags.writeable = False
     rows.flags.writeable = False
     key = (segment_uid, name, filter)
     with _lock:
         previous = _entries.pop(key, None)
         if previous is not None:
-            _used -= previous[1].nbytes
-        _entries[key] = (mutations, rows)
+            _used -= previous[2].nbytes
+        _entries[key] = (mutations, offsets, rows)
         _used += rows.nbytes
         _evict_locked()
 
@@ -92,5 +93,5 @@ def keep_rows(segment_uid: int, name: str, filter: Filter, mutations: int, rows:
 def _evict_locked() -> None:
     global _used  # noqa: PLW0603
     while _entries and _used > _budget:
-        _key, (_mutations, rows) = _entries.popitem(last=False)
+        _key, (_mutations, _offsets, rows) = _entries.popitem(last=False)
         _used -= rows.nbytes

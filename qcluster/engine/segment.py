@@ -299,23 +299,26 @@ class Segment:
             self._filter_cache[key] = (mutations, mask, count)
         return mask, count, False
 
-    def scan_rows(self, name: str, filter: Filter | None, candidates: np.ndarray, *, keep: bool) -> np.ndarray:
-        """The vectors of ``candidates`` (sorted offsets: a filter's
-        ``searchable_filtered`` mask, or ``searchable``'s without one), side by
-        side. A view when they are rows 0..n-1; else from the scan cache, or
-        gathered, and kept there for the filter's next queries when ``keep``."""
+    def scan_candidates(self, name: str, filter: Filter | None, allowed: np.ndarray, *,
+                        keep: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, vectors side by side) of the rows ``allowed`` marks (a
+        filter's ``searchable_filtered`` mask, or ``searchable``'s without
+        one). The vectors are a view when the offsets are 0..n-1; else they
+        come from the scan cache, or are gathered and, when ``keep``, kept
+        there for the filter's next queries."""
         matrix = self.vectors[name].matrix
-        if candidates.shape[0] == 0 or int(candidates[-1]) == candidates.shape[0] - 1:
-            return matrix[: candidates.shape[0]]
-        if filter is None:
-            return matrix[candidates]
         mutations = self._mutations
-        rows = scan_cache.cached_rows(self.uid, name, filter, mutations)
-        if rows is None:
-            rows = matrix[candidates]
-            if keep:
-                scan_cache.keep_rows(self.uid, name, filter, mutations, rows)
-        return rows
+        if filter is not None:
+            cached = scan_cache.cached_rows(self.uid, name, filter, mutations)
+            if cached is not None:
+                return cached
+        offsets = np.flatnonzero(allowed)
+        if offsets.shape[0] == 0 or int(offsets[-1]) == offsets.shape[0] - 1:
+            return offsets, matrix[: offsets.shape[0]]
+        rows = matrix[offsets]
+        if keep and filter is not None:
+            scan_cache.keep_rows(self.uid, name, filter, mutations, offsets, rows)
+        return offsets, rows
 
     def vector_bytes(self) -> int:
         return sum(self.count * column.dim * 4 for column in self.vectors.values())

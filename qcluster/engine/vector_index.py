@@ -157,7 +157,7 @@ def exact_top_k(
     *, distance: Distance, rows: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Exact top-k among ``candidates`` (row offsets) for each query;
-    ``rows[i]`` is the vector of ``candidates[i]`` (``Segment.scan_rows``).
+    ``rows[i]`` is the vector of ``candidates[i]`` (``Segment.scan_candidates``).
 
     Returns, per query, (rank keys best first, offsets). Scores of Euclid and
     Manhattan are computed directly (not through the expansion), so they equal

@@ -147,7 +147,8 @@ def _query_rows(state: NodeState, items: list[dense_pb2.DenseQueryRequest]) -> l
         if not valid:
             continue
         try:
-            results = actions.dense_query(toc, name=name, queries=np.concatenate(rows), raw=_query_params(first, filter_json=filter_json))
+            results = actions.dense_query(toc, name=name, queries=np.concatenate(rows),
+                                          raw=_query_params(first, filter_json=filter_json))
         except QclusterError as error:
             for position in valid:
                 outcomes[position] = error
