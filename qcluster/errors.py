@@ -17,7 +17,8 @@ Every error that crosses a layer boundary is a ``QclusterError``. Only
     ├── Unavailable (retryable)   the service cannot answer now
     │   ├── NotLeader             (carries leader_hint)
     │   ├── NoQuorum
-    │   └── ShardUnavailable
+    │   ├── ShardUnavailable
+    │   └── StorageFull           the disk under a shard is full; nothing was written
     ├── DeadlineExceeded (retryable)
     ├── Overloaded (retryable)    (carries retry_after_s)
     ├── BrokenPeer (retryable)    a peer failed; detail in __cause__
@@ -46,6 +47,7 @@ __all__ = [
     "PreconditionFailed",
     "QclusterError",
     "ShardUnavailable",
+    "StorageFull",
     "Unauthorized",
     "Unavailable",
 ]
@@ -110,6 +112,13 @@ class NoQuorum(Unavailable):
 
 class ShardUnavailable(Unavailable):
     code = "shard_unavailable"
+
+
+class StorageFull(Unavailable):
+    """A write found no space on the device (ENOSPC / EDQUOT). It left nothing
+    behind, so the same write succeeds once space is freed."""
+
+    code = "storage_full"
 
 
 class DeadlineExceeded(QclusterError):

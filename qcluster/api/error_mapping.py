@@ -28,6 +28,7 @@ from qcluster.errors import (
     PreconditionFailed,
     QclusterError,
     ShardUnavailable,
+    StorageFull,
     Unauthorized,
     Unavailable,
 )
@@ -54,6 +55,8 @@ ERROR_TABLE: Final[dict[type[QclusterError], WireStatus]] = {
     NotLeader: WireStatus(503, "UNAVAILABLE"),
     NoQuorum: WireStatus(503, "UNAVAILABLE"),
     ShardUnavailable: WireStatus(503, "UNAVAILABLE"),
+    # 507 Insufficient Storage (RFC 4918): retryable once space is freed.
+    StorageFull: WireStatus(507, "RESOURCE_EXHAUSTED"),
     BrokenPeer: WireStatus(503, "UNAVAILABLE"),
     DeadlineExceeded: WireStatus(504, "DEADLINE_EXCEEDED"),
     Overloaded: WireStatus(429, "RESOURCE_EXHAUSTED"),

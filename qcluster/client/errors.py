@@ -24,6 +24,7 @@ from qcluster.errors import (
     Overloaded,
     PreconditionFailed,
     QclusterError,
+    StorageFull,
     Unauthorized,
     Unavailable,
 )
@@ -48,6 +49,8 @@ def error_from_rpc(error: grpc.RpcError) -> QclusterError:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_message_too_large(error):
         return LimitExceeded(f"{message} (split the request: smaller batch_size, or raise the node's "
                              "service.max_request_size_mb)")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "no space left" in message:
+        return StorageFull(message)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Overloaded(message, retry_after_s=0.0)
     return simple.get(code, QclusterError)(message)
@@ -72,6 +75,8 @@ def as_qcluster_error(error: Exception) -> QclusterError | None:
             return Unavailable(message)
         if error.status_code == 504:
             return DeadlineExceeded(message)
+        if error.status_code == 507:
+            return StorageFull(message)
         if error.status_code == 429:
             return Overloaded(message, retry_after_s=0.0)
         return by_status.get(error.status_code, QclusterError)(message)

@@ -12,21 +12,31 @@ Contracts:
   was never acknowledged. A bad record in an earlier file is corruption.
 - ``truncate_before(index)`` drops whole files whose records all precede
   ``index``; it never rewrites a file.
+- A failed ``append`` or ``sync`` (a full disk, an I/O error) leaves no trace:
+  the file is cut back to its last synced size and the record's index is
+  handed out again, so no later record is ever appended behind a partial
+  frame that recovery would take for a torn tail and drop with everything
+  after it. ENOSPC / EDQUOT raise ``StorageFull`` (retry once space is back);
+  other errors ``ShardUnavailable``. If the cut itself fails, the log is
+  *poisoned*: it refuses every append until the shard is reopened, whose
+  recovery then truncates the partial frame (nothing behind it was
+  acknowledged).
 
 Threading: not thread-safe; the shard serialises writers.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final, final
+from typing import BinaryIO, Final, final
 
-from qcluster.errors import DataCorruption
+from qcluster.errors import DataCorruption, ShardUnavailable, StorageFull
 from qcluster.limits import WAL_RECORD_BYTES_MAX
 
 __all__ = ["Wal"]
@@ -35,12 +45,21 @@ _HEADER: Final = struct.Struct("<II")
 _PREFIX: Final = "wal-"
 _SUFFIX: Final = ".log"
 _READ_CHUNK_BYTES: Final = 1 << 20
+_DISK_FULL_ERRNOS: Final = frozenset((errno.ENOSPC, errno.EDQUOT))
 
 logger = logging.getLogger(__name__)
 
 
 def _file_name(first_index: int) -> str:
     return f"{_PREFIX}{first_index:020d}{_SUFFIX}"
+
+
+def storage_error(error: OSError, *, what: str) -> ShardUnavailable | StorageFull:
+    """The retryable error a client sees for ``error`` while doing ``what``."""
+    if error.errno in _DISK_FULL_ERRNOS:
+        return StorageFull(f"{what}: no space left on the device holding it ({error.strerror}); "
+                           "nothing was written: retry once space is freed")
+    return ShardUnavailable(f"{what}: {error.strerror or error}")
 
 
 def fsync_directory(path: Path) -> None:
@@ -64,8 +83,13 @@ class Wal:
         # (first record index, path) of every file, oldest first.
         self._files: list[tuple[int, Path]] = self._list_files()
         self._next_index = 1
-        self._handle = None
-        self._handle_size = 0
+        # Unbuffered: a record reaches the file in one write call, so a
+        # failed append leaves nothing in a user-space buffer to flush later.
+        self._handle: BinaryIO | None = None
+        self._handle_size = 0  # bytes in the file up to the last whole record written
+        self._synced_size = 0  # bytes of the file known durable
+        self._synced_next_index = 1
+        self._poisoned: str | None = None
         self._recover()
 
     def _list_files(self) -> list[tuple[int, Path]]:
@@ -96,8 +120,9 @@ class Wal:
                     handle.flush()
                     os.fsync(handle.fileno())
         last_path = self._files[-1][1]
-        self._handle = open(last_path, "ab")
+        self._handle = open(last_path, "ab", buffering=0)
         self._handle_size = last_path.stat().st_size
+        self._mark_synced()
 
     def _scan_file(self, path: Path, *, is_last: bool) -> tuple[int, int]:
         """Return (valid records, bytes they span) of one file."""
@@ -135,15 +160,53 @@ class Wal:
             offset = start + length
 
     def _open_new_file(self, *, first_index: int) -> None:
-        if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
+        """Continue in a new file. The old one stays the log's tail until the
+        new one exists durably, so a failure here changes nothing."""
         path = self._directory / _file_name(first_index)
-        self._handle = open(path, "ab")
+        try:
+            handle = open(path, "ab", buffering=0)
+        except OSError as error:
+            raise storage_error(error, what=f"WAL {self._directory}") from error
+        try:
+            fsync_directory(self._directory)
+            if self._handle is not None:
+                os.fsync(self._handle.fileno())
+        except OSError as error:
+            handle.close()
+            path.unlink(missing_ok=True)
+            raise storage_error(error, what=f"WAL {self._directory}") from error
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = handle
         self._handle_size = 0
         self._files.append((first_index, path))
-        fsync_directory(self._directory)
+        self._mark_synced()
+
+    def _mark_synced(self) -> None:
+        self._synced_size = self._handle_size
+        self._synced_next_index = self._next_index
+
+    def _undo_unsynced(self, error: OSError) -> ShardUnavailable | StorageFull:
+        """Cut the file back to its last synced size after ``error``; poison
+        the log if that fails. Returns the error to raise."""
+        assert self._handle is not None
+        try:
+            os.ftruncate(self._handle.fileno(), self._synced_size)
+            os.fsync(self._handle.fileno())
+        except OSError as cut_error:
+            self._poisoned = f"a failed write could not be cut away ({cut_error.strerror}): reopen the shard"
+            logger.error("WAL %s poisoned after %s: %s", self._directory, error, cut_error)
+        else:
+            logger.warning("WAL %s: a write failed (%s); cut back to byte %d", self._directory, error,
+                           self._synced_size)
+        self._handle_size = self._synced_size
+        self._next_index = self._synced_next_index
+        return storage_error(error, what=f"WAL {self._directory}")
+
+    def _check_writable(self) -> None:
+        assert self._handle is not None, "WAL is closed"
+        if self._poisoned is not None:
+            raise ShardUnavailable(f"WAL {self._directory} refuses writes: {self._poisoned}")
 
     @property
     def next_index(self) -> int:
@@ -151,29 +214,40 @@ class Wal:
         return self._next_index
 
     def append(self, payload: bytes) -> int:
-        """Append one record (not yet durable: call ``sync``). Returns its index."""
-        assert self._handle is not None, "WAL is closed"
+        """Append one record (not yet durable: call ``sync``). Returns its index.
+        Raises StorageFull / ShardUnavailable with nothing appended."""
+        self._check_writable()
+        assert self._handle is not None
         assert len(payload) <= WAL_RECORD_BYTES_MAX
         if self._handle_size > 0 and self._handle_size + len(payload) > self._file_size_max_bytes:
+            if self._synced_size != self._handle_size:
+                self.sync()
             self._open_new_file(first_index=self._next_index)
         header = _HEADER.pack(len(payload), zlib.crc32(payload))
-        self._handle.write(header)
-        self._handle.write(payload)
+        try:
+            _write_all(self._handle.fileno(), header, payload)
+        except OSError as error:
+            raise self._undo_unsynced(error) from error
         self._handle_size += len(header) + len(payload)
         index = self._next_index
         self._next_index += 1
         return index
 
     def sync(self) -> None:
-        """Make every appended record durable."""
-        assert self._handle is not None, "WAL is closed"
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        """Make every appended record durable. On failure the records appended
+        since the last sync are cut away (their indexes are handed out again)
+        and StorageFull / ShardUnavailable is raised: they were never durable."""
+        self._check_writable()
+        assert self._handle is not None
+        try:
+            os.fsync(self._handle.fileno())
+        except OSError as error:
+            raise self._undo_unsynced(error) from error
+        self._mark_synced()
 
     def read_all(self) -> Iterator[bytes]:
         """Yield every record still held, oldest first. Call before appending."""
         assert self._handle is not None
-        self._handle.flush()
         for position, (_first, path) in enumerate(self._files):
             is_last = position == len(self._files) - 1
             for payload, _end in self._iter_file(path, tolerate_torn_tail=is_last):
@@ -183,12 +257,11 @@ class Wal:
         """Every file still held with its size, after a flush: the bytes a copy
         must take (the last file may still grow; earlier ones are closed)."""
         assert self._handle is not None, "WAL is closed"
-        self._handle.flush()
         return [(path, path.stat().st_size) for _first, path in self._files]
 
     def rotate(self) -> None:
         """Continue in a new file, so the current one can be dropped once checkpointed."""
-        assert self._handle is not None, "WAL is closed"
+        self._check_writable()
         if self._handle_size > 0:
             self._open_new_file(first_index=self._next_index)
 
@@ -210,7 +283,19 @@ class Wal:
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            self._handle = None
+            try:
+                if self._poisoned is None:
+                    os.fsync(self._handle.fileno())
+            finally:
+                self._handle.close()
+                self._handle = None
+
+
+def _write_all(fd: int, header: bytes, payload: bytes) -> None:
+    """Write header then payload with as few calls as the kernel allows."""
+    written = os.writev(fd, (header, payload))
+    if written < len(header):
+        written += os.write(fd, header[written:])
+    view = memoryview(payload)
+    while written < len(header) + len(payload):
+        written += os.write(fd, view[written - len(header):])

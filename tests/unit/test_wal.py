@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qcluster.engine.wal import Wal
-from qcluster.errors import DataCorruption
+from qcluster.errors import DataCorruption, ShardUnavailable, StorageFull
+from qcluster.testing import tmpfs
 
 
 def _records(directory: Path) -> list[bytes]:
@@ -124,3 +126,84 @@ def test_rotate_lets_a_checkpointed_file_go(tmp_path: Path) -> None:
     wal.sync()
     wal.close()
     assert _records(tmp_path) == [b"next"]
+
+
+# ---------------------------------------------------------------- failed writes
+
+_needs_tmpfs = pytest.mark.skipif(tmpfs.skip_reason() is not None, reason=str(tmpfs.skip_reason()))
+
+
+@_needs_tmpfs
+@pytest.mark.parametrize("file_size_max_bytes", [1 << 30, 96 * 1024], ids=["one-file", "rotating"])
+def test_a_full_disk_appends_nothing_and_loses_nothing(tmp_path: Path, file_size_max_bytes: int) -> None:
+    """A record that hits ENOSPC leaves no partial frame: records appended
+    after space is freed are still there on reopen (they used to be dropped
+    as the 'torn tail' behind the partial frame)."""
+    with tmpfs.mounted_tmpfs(tmp_path / "disk", size_kib=1024) as disk:
+        wal = Wal(disk / "wal", file_size_max_bytes=file_size_max_bytes)
+        tmpfs.fill(disk / "filler")
+        (disk / "filler").unlink()
+        tmpfs.fill(disk / "filler", max_bytes=768 * 1024)  # leave ~256 KiB
+        acknowledged: list[bytes] = []
+        refusals = 0
+        for n in range(200):
+            payload = n.to_bytes(4, "little") * 5000  # 20 kB
+            try:
+                wal.append(payload)
+                wal.sync()
+            except StorageFull as error:
+                assert "no space left" in str(error)
+                refusals += 1
+                if refusals == 3:
+                    (disk / "filler").unlink()  # space is back
+                continue
+            acknowledged.append(payload)
+        wal.close()
+        assert refusals >= 3, "the disk never filled"
+        assert len(acknowledged) > 10
+        assert _records(disk / "wal") == acknowledged
+
+
+def test_a_failed_fsync_cuts_the_record_away(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wal = Wal(tmp_path, file_size_max_bytes=1 << 20)
+    wal.append(b"kept")
+    wal.sync()
+    real_fsync = os.fsync
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def fsync_failing_once(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_failing_once)
+    wal.append(b"never durable")
+    with pytest.raises(ShardUnavailable, match="Input/output error"):
+        wal.sync()
+    assert wal.append(b"after") == 2, "the failed record's index is handed out again"
+    wal.sync()
+    wal.close()
+    assert _records(tmp_path) == [b"kept", b"after"]
+
+
+def test_a_write_that_cannot_be_cut_away_poisons_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wal = Wal(tmp_path, file_size_max_bytes=1 << 20)
+    wal.append(b"kept")
+    wal.sync()
+
+    def full_writev(fd: int, buffers: object) -> int:
+        os.write(fd, b"\x05\x00")  # a partial header reaches the file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def failing_ftruncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "writev", full_writev)
+    monkeypatch.setattr(os, "ftruncate", failing_ftruncate)
+    with pytest.raises(StorageFull):
+        wal.append(b"lost")
+    monkeypatch.undo()
+    with pytest.raises(ShardUnavailable, match="refuses writes"):
+        wal.append(b"refused")
+    wal.close()
+    assert _records(tmp_path) == [b"kept"], "reopening truncates the partial frame"
