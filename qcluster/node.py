@@ -110,6 +110,9 @@ class _ClusterMember:
         self._dead_after_s = cluster.dead_after_s
         self._tasks: list[asyncio.Task[None]] = []
         self.runtime = runtime
+        # Set once this node has applied its own AddNode (its view of the
+        # cluster is at least as new as its registration).
+        self.registered = asyncio.Event()
 
     @property
     def raft(self) -> RaftNode:
@@ -225,6 +228,7 @@ class _ClusterMember:
             if is_this_node and (result.is_accepted or result.code is ResultCode.ALREADY_EXISTS):
                 _log.info("cluster member registered", extra={"node_id": self.node_id, "p2p": self.p2p_address})
                 await self.runtime.on_registered()
+                self.registered.set()
                 return
             reason = result.message if known is None or not result.is_accepted else (
                 f"node {self.node_id} is registered with p2p address {known.p2p_address}")
@@ -340,10 +344,23 @@ async def _start_member(member: _ClusterMember, toc: Any, stop: asyncio.Event) -
         return None, 1
 
 
+async def _wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for ``event``; False if ``stop`` came first."""
+    waiting = asyncio.create_task(event.wait(), name="qcluster-wait-event")
+    stopping = asyncio.create_task(stop.wait(), name="qcluster-wait-stop")
+    try:
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        stopping.cancel()
+    return event.is_set()
+
+
 async def _serve(state: NodeState, settings: Settings, member: _ClusterMember | None, stop: asyncio.Event) -> int:
     """Load storage, give the API its catalog — in cluster mode the distributed
-    one, once this node is a member (until then /readyz answers 503) — and
-    serve until a stop. Returns the exit code."""
+    one, once this node is a member and has applied its own registration
+    (until then /readyz and every request answer 503; ``GET /cluster``
+    already answers) — and serve until a stop. Returns the exit code."""
     toc = await _load_storage(state, settings, stop)
     if toc is None:
         return 1
@@ -351,10 +368,19 @@ async def _serve(state: NodeState, settings: Settings, member: _ClusterMember | 
         state.toc = toc
     else:
         catalog, exit_code = await _start_member(member, toc, stop)
-        state.toc = toc if catalog is None else catalog  # storage is closed through either at shutdown
         if catalog is None:
+            state.toc = toc  # closed at shutdown
             return exit_code
+        # Until this node has applied its own registration, its view of the
+        # cluster may predate collections created while it was down: a
+        # "Collection doesn't exist" from it would be wrong, so it answers 503.
+        state.unready_reason = "the node is joining the cluster: its view of the collections is not current yet"
+        state.toc = catalog  # storage is closed through it at shutdown
         state.cluster_status = member.status_json
+        if not await _wait_or_stop(member.registered, stop):
+            _log.info("stop requested while registering in the cluster")
+            return 0
+        state.unready_reason = None
         _log.info("cluster mode", extra={"node_id": member.node_id, "p2p": member.p2p_address})
     _log.info("node ready")
     await stop.wait()

@@ -33,6 +33,10 @@ class NodeState:
         self.body_bytes_max = body_bytes_max
         self.api_key = api_key
         self.toc: TableOfContents | None = None
+        # Set while ``toc`` is loaded but must not answer yet (cluster mode: the
+        # node has not caught up with the cluster's catalog): requests get a
+        # 503 with this text rather than answers from a view that may lag.
+        self.unready_reason: str | None = None
         # Cluster mode: Qdrant's GET /cluster body, from the node's Raft member.
         self.cluster_status: Callable[[], dict[str, Any]] | None = None
 
@@ -40,4 +44,6 @@ class NodeState:
         toc = self.toc
         if toc is None:
             raise Unavailable("the node is starting: storage is not loaded yet")
+        if self.unready_reason is not None:
+            raise Unavailable(self.unready_reason)
         return toc

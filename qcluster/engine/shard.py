@@ -264,11 +264,16 @@ class LocalShard:
         if self.is_closed or self.is_failed:
             state = "failed (see the log)" if self.is_failed else "closed"
             raise ShardUnavailable(f"shard {self.directory} is {state}")
+        if term < self.last_term:
+            # A deposed primary whose view of the cluster lags: the shard
+            # already holds records of its successor's term. Nothing is logged.
+            raise ShardUnavailable(f"shard {self.directory}: primary term {term} is older than the term "
+                                   f"{self.last_term} this shard already holds: this node is no longer its "
+                                   f"primary; nothing was written, retry")
         with self.state_lock.read():
             operation = self._check_prepared(operation) if is_prepared else self._prepare(operation)
         assigned = self.last_seq + 1 if seq_no is None else seq_no
         assert assigned > self.last_seq, "seq numbers must increase"
-        assert term >= self.last_term, "primary terms never decrease"
         record = encode_operation(operation, seq_no=assigned, term=term)
         self.wal.append(record)
         self.wal.sync()

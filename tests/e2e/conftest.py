@@ -25,7 +25,7 @@ import pytest
 from qcluster.testing.ports import free_port
 
 REPO_ROOT: Final = pathlib.Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S: Final = 30.0
+READY_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 10.0
 
 
@@ -45,6 +45,14 @@ class Node:
         self._log_file: IO[bytes] | None = None
 
     def start(self) -> None:
+        """Launch and wait until ready (a cluster node: registered, which
+        needs a quorum of its peers running — start a new cluster's nodes
+        together with ``start_all``)."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (``wait_ready`` waits)."""
         assert self.process is None, "already running"
         command = [
             sys.executable, "-m", "qcluster", "serve",
@@ -57,9 +65,8 @@ class Node:
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=self._log_file,
                                         stderr=subprocess.STDOUT)
-        self._wait_ready()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         assert self.process is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -161,6 +168,15 @@ def cluster_nodes(tmp_path: pathlib.Path, count: int, *, secret: str,
                              f"--cluster-secret={secret}"],
                  extra_env=dict(extra_env or {}))
             for index in range(count)]
+
+
+def start_all(nodes: list[Node]) -> None:
+    """Launch every node, then wait until each is ready: a cluster node is
+    ready once registered, which takes a quorum of them running."""
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_ready()
 
 
 def stop_all(nodes: list[Node]) -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient
 
-from tests.e2e.conftest import REPO_ROOT, Node, cluster_nodes, free_port, stop_all
+from tests.e2e.conftest import REPO_ROOT, Node, cluster_nodes, free_port, start_all, stop_all
 
 pytestmark = pytest.mark.e2e
 
@@ -77,8 +77,10 @@ def test_three_nodes_form_fail_over_and_rejoin(three_nodes: list[Node]) -> None:
     by_id = {index + 1: node for index, node in enumerate(three_nodes)}
     # Out of order and apart: 3, then 1, then 2.
     for node_id in (3, 1, 2):
-        by_id[node_id].start()
+        by_id[node_id].launch()
         time.sleep(0.5)
+    for node in three_nodes:
+        node.wait_ready()
     started = time.monotonic()
     leader = _agreed_leader(three_nodes, members=3)
     assert time.monotonic() - started < AGREE_WITHIN_S
@@ -159,8 +161,7 @@ def _rebalance_onto(joiner: Node) -> None:
 def test_a_fourth_node_joins_with_join_only_and_rejoins_as_itself(
     tmp_path: pathlib.Path, three_nodes: list[Node]
 ) -> None:
-    for node in three_nodes:
-        node.start()
+    start_all(three_nodes)
     _agreed_leader(three_nodes, members=3)
     _create_collection(three_nodes[0])  # before the join: its replicas are on the three
     term_before = max(status["raft_info"]["term"] for status in map(_status, three_nodes) if status is not None)
@@ -260,3 +261,33 @@ def test_dev_cluster_starts_and_stops_three_nodes(tmp_path: pathlib.Path) -> Non
     for url in urls:
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{url}/readyz", timeout=1.0)
+
+
+def test_a_restarted_node_answers_503_until_it_has_caught_up_with_the_cluster(three_nodes: list[Node]) -> None:
+    """A node back from a restart does not answer from a view of the cluster
+    that may predate what was created while it was down: until it has applied
+    its own registration (which needs a quorum) it answers 503, never 404."""
+    start_all(three_nodes)
+    _agreed_leader(three_nodes, members=3)
+    first, *others = three_nodes
+    for node in others:
+        node.stop()
+    first.stop()
+    first.launch()  # alone: no quorum, so it cannot register
+    deadline = time.monotonic() + AGREE_WITHIN_S
+    while _status(first) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _status(first) is not None, "GET /cluster answers while joining"
+    created = httpx.put(f"{first.url}/collections/{COLLECTION}", json={"vectors": {"size": 4, "distance": "Dot"}},
+                        timeout=10)
+    missing = httpx.get(f"{first.url}/collections/{COLLECTION}", timeout=10)
+    ready = httpx.get(f"{first.url}/readyz", timeout=10)
+    for answer in (created, missing, ready):
+        assert answer.status_code == 503, answer.text
+    assert "joining the cluster" in missing.json()["status"]["error"]
+    for node in others:
+        node.launch()
+    for node in three_nodes:
+        node.wait_ready()
+    _create_collection(first)
+    assert httpx.get(f"{first.url}/collections/{COLLECTION}", timeout=10).status_code == 200

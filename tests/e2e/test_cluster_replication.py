@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from tests.e2e.conftest import Node, cluster_nodes, stop_all
+from tests.e2e.conftest import Node, cluster_nodes, start_all, stop_all
 
 pytestmark = pytest.mark.e2e
 
@@ -85,8 +85,7 @@ def _upload(client: QdrantClient, vectors: np.ndarray, start: int = 0) -> None:
 
 def _start(nodes: list[Node]) -> None:
     """Start every node and wait until each sees all of them registered and alive."""
-    for node in nodes:
-        node.start()
+    start_all(nodes)
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
         try:

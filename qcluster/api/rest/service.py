@@ -29,8 +29,9 @@ async def livez(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    toc = state_of(request).toc
-    if toc is not None and toc.is_ready():
+    state = state_of(request)
+    toc = state.toc
+    if toc is not None and state.unready_reason is None and toc.is_ready():
         return web.Response(text="all shards are ready")
     return web.Response(status=503, text="storage is not ready")
 
