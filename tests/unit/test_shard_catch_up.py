@@ -13,6 +13,7 @@ import pytest
 
 from qcluster.engine import optimizer
 from qcluster.engine.shard import LocalShard, ReplicaApply
+from qcluster.errors import ShardUnavailable
 from qcluster.operations import (
     PointsBatch,
     PointSelector,
@@ -160,6 +161,8 @@ def test_terms_survive_restart_and_checkpoint(tmp_path: Path) -> None:
     shard.close()
     shard = LocalShard.open(tmp_path, _config(indexing_threshold=1))  # term from the checkpoint manifest
     assert (shard.last_seq, shard.last_term) == (5, 3)
-    with pytest.raises(AssertionError):
-        shard.apply_logged(UpsertPoints(points=_batch([1], rng)[0]), term=2)  # terms never go back
+    wal_next = shard.wal.next_index
+    with pytest.raises(ShardUnavailable, match="no longer its primary"):
+        shard.apply_logged(UpsertPoints(points=_batch([1], rng)[0]), term=2)  # a deposed primary's term
+    assert (shard.last_seq, shard.wal.next_index) == (5, wal_next), "nothing was logged"
     shard.close()
