@@ -4,6 +4,7 @@ interrupted (Ctrl-C, then kill -9) and resumed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,10 +49,14 @@ def _json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
-def _wait_for_progress(state_file: pathlib.Path, process: subprocess.Popen[str], *, beyond: int) -> int:
-    """Poll the import's state file until it records more than ``beyond`` rows."""
+def _stop_after_progress(state_file: pathlib.Path, process: subprocess.Popen[str], *, beyond: int) -> int:
+    """Poll the import's state file until it records more than ``beyond``
+    rows, and return that row with the import stopped (SIGSTOP): it is
+    stopped while each poll reads the file, so however slowly this test runs
+    on a busy machine the import cannot finish before it is interrupted."""
     deadline = time.monotonic() + WAIT_PROGRESS_S
     while time.monotonic() < deadline:
+        process.send_signal(signal.SIGSTOP)
         assert process.poll() is None, f"the import ended before it could be interrupted: {process.communicate()}"
         try:
             next_row = int(json.loads(state_file.read_text())["next_row"])
@@ -58,8 +64,22 @@ def _wait_for_progress(state_file: pathlib.Path, process: subprocess.Popen[str],
             next_row = 0
         if next_row > beyond:
             return next_row
+        process.send_signal(signal.SIGCONT)
         time.sleep(0.01)
     raise AssertionError(f"no progress beyond row {beyond} within {WAIT_PROGRESS_S} s")
+
+
+@contextlib.contextmanager
+def _import_process(node: Node, arguments: tuple[str, ...], cwd: pathlib.Path) -> Iterator[subprocess.Popen[str]]:
+    """An import running in the background; killed at exit if still running."""
+    process = subprocess.Popen(_command(node, *arguments), cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=60)
 
 
 def test_import_interrupted_twice_then_resumed(node: Node, tmp_path: pathlib.Path) -> None:
@@ -73,11 +93,11 @@ def test_import_interrupted_twice_then_resumed(node: Node, tmp_path: pathlib.Pat
     state_file = tmp_path / ".qcluster-import-imported.json"
 
     # 1. Ctrl-C: a clean stop, exit 130, and a message saying how to resume.
-    first = subprocess.Popen(_command(node, *arguments), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    stopped_at = _wait_for_progress(state_file, first, beyond=1_000)
-    first.send_signal(signal.SIGINT)
-    _out, err = first.communicate(timeout=60)
+    with _import_process(node, arguments, tmp_path) as first:
+        stopped_at = _stop_after_progress(state_file, first, beyond=1_000)
+        first.send_signal(signal.SIGINT)
+        first.send_signal(signal.SIGCONT)
+        _out, err = first.communicate(timeout=60)
     assert first.returncode == 130, err
     assert "Run the same command again to resume" in err
     saved = json.loads(state_file.read_text())["next_row"]
@@ -85,11 +105,10 @@ def test_import_interrupted_twice_then_resumed(node: Node, tmp_path: pathlib.Pat
 
     # 2. kill -9 part-way through the resumed run: the state file may lag behind
     #    what the node has; the next run sends those rows again (same ids).
-    second = subprocess.Popen(_command(node, *arguments), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    _wait_for_progress(state_file, second, beyond=saved + 1_000)
-    second.kill()
-    second.communicate(timeout=60)
+    with _import_process(node, arguments, tmp_path) as second:
+        _stop_after_progress(state_file, second, beyond=saved + 1_000)
+        second.kill()
+        second.communicate(timeout=60)
     resumed_from = json.loads(state_file.read_text())["next_row"]
     assert saved < resumed_from < ROWS
 
