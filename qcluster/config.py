@@ -97,7 +97,7 @@ class ClusterSettings:
     secret: str | None = None
     # The Raft leader marks a node dead when it has had no connection to it
     # for this long, and alive again once it reconnects.
-    dead_after_s: float = 5.0
+    dead_after_s: float = 2.0
     # A node dead this long is lost: its replicas are re-created on other nodes.
     replica_grace_s: float = 60.0
     # How long a write waits for its shards' primaries (through a failover) before it fails.

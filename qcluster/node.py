@@ -18,6 +18,7 @@ import contextlib
 import datetime
 import gc
 import logging
+import math
 import os
 import pathlib
 import signal
@@ -76,7 +77,7 @@ def _open_toc(data_dir: pathlib.Path) -> object:
 _REGISTER_TIMEOUT_S: Final = 3.0
 _REGISTER_RETRY_S: Final = 0.5
 _RAFT_CLOSE_TIMEOUT_S: Final = 2.0
-_LIVENESS_PERIOD_S: Final = 0.5
+_LIVENESS_PERIOD_S: Final = 0.2
 
 
 class _ClusterMember:
@@ -165,34 +166,33 @@ class _ClusterMember:
         catalog = await self.runtime.start(toc=toc, raft=RaftAccess(
             state=raft.state, propose=lambda command, timeout_s: raft.propose(command, timeout_s=timeout_s),
             wait_for_version=lambda version, timeout_s: raft.wait_for_version(version, timeout_s=timeout_s),
-            subscribe=raft.subscribe, is_leader=raft.is_leader))
+            subscribe=raft.subscribe, is_leader=raft.is_leader, is_current=raft.is_current))
         self._tasks.append(asyncio.create_task(self._register(), name="qcluster-register-node"))
         self._tasks.append(asyncio.create_task(self._watch_liveness(), name="qcluster-liveness"))
         return catalog
 
     async def _watch_liveness(self) -> None:
-        """On the leader: mark a member dead after ``dead_after_s`` without a
-        connection, alive once it is connected again. The request id names
-        the liveness change it answers, so a retry (or a second leader's
-        proposal for the same observation) applies once."""
-        unreachable_since: dict[int, float] = {}
+        """On the leader: mark a member dead once it has not answered the
+        leader's heartbeats for ``dead_after_s`` — a stalled process or a cut
+        link as much as a closed connection — and alive once it is connected
+        and answering again. The request id names the liveness change it
+        answers, so a retry (or a second leader's proposal for the same
+        observation) applies once."""
         while True:  # until shutdown cancels it
             await asyncio.sleep(_LIVENESS_PERIOD_S)
             if not self.raft.is_leader():
-                unreachable_since.clear()
                 continue
-            connected = set(self.raft.status().connected_addresses)
-            now = time.monotonic()
+            status = self.raft.status()
+            connected = set(status.connected_addresses)
             for node in self.raft.state().nodes.values():
                 if node.node_id == self.node_id:
                     continue
-                if node.p2p_address in connected:
-                    unreachable_since.pop(node.node_id, None)
-                    if node.liveness is Liveness.DEAD:
-                        await self._propose_liveness(MarkNodeAlive, node)
-                    continue
-                since = unreachable_since.setdefault(node.node_id, now)
-                if node.liveness is Liveness.ALIVE and now - since >= self._dead_after_s:
+                # A registered node that is no Raft member answers nothing.
+                silent_s = status.silent_s.get(node.p2p_address, math.inf)
+                if node.liveness is Liveness.DEAD and node.p2p_address in connected \
+                        and silent_s < self._dead_after_s / 2:
+                    await self._propose_liveness(MarkNodeAlive, node)
+                elif node.liveness is Liveness.ALIVE and silent_s >= self._dead_after_s:
                     await self._propose_liveness(MarkNodeDead, node)
 
     async def _propose_liveness(self, kind: type[MarkNodeDead] | type[MarkNodeAlive], node: NodeInfo) -> None:

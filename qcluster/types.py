@@ -332,6 +332,9 @@ class Record:
     # name -> vector; the API shows the unnamed vector as a bare list.
     vectors: dict[str, np.ndarray] | None
     order_value: float | None = None
+    # The seq_no of the operation that wrote it: replicas of one shard that
+    # hold different copies of a point agree that the higher one is newer.
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

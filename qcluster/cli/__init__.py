@@ -6,6 +6,7 @@
     qcluster query ...                      a quick look at nearest neighbours
     qcluster cluster status                 nodes, shards, replicas and their states
     qcluster dev-cluster --nodes 3          a local cluster on 127.0.0.1 to try
+    qcluster chaos run|check|cleanup        fault-injection runs (docs/chaos.md)
 
 Every client command takes ``--url``, ``--grpc-port`` and ``--api-key`` and
 ``--json`` for scripts; exit codes are listed in ``qcluster.cli._common``.
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from qcluster import __version__
-from qcluster.cli import admin, dev_cluster, importer, serve
+from qcluster.cli import admin, chaos, dev_cluster, importer, serve
 
 __all__ = ["main"]
 
@@ -31,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_parser(commands)
     admin.add_parsers(commands)
     dev_cluster.add_parser(commands)
+    chaos.add_parser(commands)
     return parser
 
 

@@ -49,9 +49,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, final
+from typing import Any, Final, final
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjException, replicated
 from pysyncobj.node import TCPNode
@@ -96,6 +96,7 @@ _TICK_PERIOD_S: Final = 0.05
 _CLOSE_WAIT_S_MAX: Final = 5.0
 _CLOSE_POLL_S: Final = 0.02
 _OVERLOADED_RETRY_AFTER_S: Final = 0.1
+_COPY_ATTEMPTS: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,12 @@ class RaftStatus:
     connected_addresses: tuple[str, ...]
     has_quorum: bool  # this node is connected to a majority (its own view)
     state_version: int
+    # On the leader: seconds since each other member last answered its
+    # append-entries (heartbeats every heartbeat_period_s), counted from when
+    # this node became leader at most. Empty on a follower. Unlike the
+    # connection, this sees a member that is stalled (SIGSTOP, a VM pause) or
+    # cut off without its TCP connection closing.
+    silent_s: dict[str, float] = field(default_factory=dict)
 
 
 class _ClusterSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
@@ -437,6 +444,34 @@ class RaftNode:
         those actions with compare-and-set in the commands themselves."""
         return bool(self._running()._isLeader())
 
+    def is_current(self) -> bool:
+        """Whether this node's applied ClusterState is known to be current
+        enough for a read that promises not to go back in time (a read at
+        ``primary`` / ``majority`` / ``all``): a node back from a pause or a
+        partition still believes the view it had, and would read a replica it
+        no longer leads.
+
+        - A follower: it heard from a leader within its election timeout (it
+          is not about to stand for election) and has applied everything that
+          leader had committed when it last wrote.
+        - The leader: a majority of the members answered it within the
+          shortest election timeout, so none of them can yet have helped
+          elect another leader that committed a change this node lacks.
+
+        Read from pysyncobj's private fields (the version is pinned); not a
+        lease in the strict sense: see docs/chaos.md for what remains.
+        """
+        syncobj = self._running()
+        now = time.monotonic()
+        if syncobj._isLeader():
+            silent = self._silent_s(syncobj)
+            answered = 1 + sum(1 for seconds in silent.values() if seconds < self._settings.election_timeout_min_s)
+            return answered * 2 > len(silent) + 1
+        leader_commit = getattr(syncobj, "_SyncObj__leaderCommitIndex", None)
+        election_deadline = getattr(syncobj, "_SyncObj__raftElectionDeadline", 0.0)
+        return (syncobj._getLeader() is not None and election_deadline > now and leader_commit is not None
+                and syncobj.raftLastApplied >= leader_commit)
+
     def status(self) -> RaftStatus:
         syncobj = self._running()
         members = {self._settings.p2p_address, *(str(node.id) for node in syncobj.otherNodes)}
@@ -454,7 +489,26 @@ class RaftNode:
                                              if syncobj.isNodeConnected(node))),
             has_quorum=syncobj.hasQuorum,
             state_version=self._machine.state.version,
+            silent_s=self._silent_s(syncobj),
         )
+
+    @staticmethod
+    def _silent_s(syncobj: _ClusterSyncObj) -> dict[str, float]:
+        """Seconds since each member last answered this leader, from
+        pysyncobj's own record (``__lastResponseTime``, the one its
+        leaderFallbackTimeout reads; private, so the version is pinned). The
+        tick thread writes it: copied with a retry if it changes meanwhile."""
+        if not syncobj._isLeader():
+            return {}
+        responses: dict[Any, float] = getattr(syncobj, "_SyncObj__lastResponseTime", {})
+        for _ in range(_COPY_ATTEMPTS):
+            try:
+                copied = dict(responses)
+            except RuntimeError:  # changed size during the copy
+                continue
+            now = time.monotonic()
+            return {str(node.id): max(0.0, now - at) for node, at in copied.items()}
+        return {}
 
     def force_log_compaction(self) -> None:
         """Write the full dump and drop the compacted log at the next tick (tests, operators)."""

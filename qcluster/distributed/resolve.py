@@ -2,11 +2,18 @@
 replicas (Qdrant's ``consistency`` values; ``ReadConsistency.plan`` says how
 many replicas are asked and how many must agree).
 
-A point *agrees* across replicas when its id, payload and vectors are the
-same (scores are not compared: they derive from the vectors, and an
-approximate index may find a point on one replica and miss it on another —
-which is disagreement about presence, counted as such). A point is kept when
-at least ``required`` answers hold it in the same form. Pure functions.
+A point is kept when at least ``required`` answers hold it (by id), in its
+newest copy: the one with the highest version (the seq_no of the write that
+made it; one shard's replicas number their writes alike). So a write in
+flight — applied on the primary, not yet on a replica — yields the newer
+copy, never a missing point, and a read never goes back past a write every
+in-sync replica holds. A point only some replicas hold (a write in flight
+that adds it, or a replica that drifted) is kept only if ``required`` of them
+do. Two copies with the same version but different content are a real
+divergence: the point is left out, as one no replica set agrees on. Scores
+are not compared: they derive from the vectors, and an approximate index may
+find a point on one replica and miss it on another — which is disagreement
+about presence, counted as such. Pure functions.
 """
 
 from __future__ import annotations
@@ -27,21 +34,27 @@ def _fingerprint(item: Record | ScoredPoint) -> Hashable:
     payload = None if item.payload is None else orjson.dumps(item.payload, option=orjson.OPT_SORT_KEYS)
     vectors = None if item.vectors is None else tuple(
         (name, vector.tobytes()) for name, vector in sorted(item.vectors.items()))
-    return (item.id, payload, vectors)
+    return (payload, vectors)
 
 
 def _agreed(answers: Sequence[Sequence[Item]], required: int) -> list[Item]:
-    """Items held (in the same form) by at least ``required`` answers, each
-    once; the first answer's copy of each, in order of first appearance."""
+    """Points held by at least ``required`` answers, each once in its newest
+    copy, in order of first appearance (see the module docstring)."""
     assert 1 <= required <= len(answers), (required, len(answers))
-    votes: dict[Hashable, int] = {}
-    first: dict[Hashable, Item] = {}
+    votes: dict[PointId, int] = {}
+    newest: dict[PointId, Item] = {}
+    conflicting: set[PointId] = set()
     for answer in answers:
-        for fingerprint in {_fingerprint(item): None for item in answer}:
-            votes[fingerprint] = votes.get(fingerprint, 0) + 1
-        for item in answer:
-            first.setdefault(_fingerprint(item), item)
-    return [item for fingerprint, item in first.items() if votes[fingerprint] >= required]
+        for item in {item.id: item for item in answer}.values():
+            votes[item.id] = votes.get(item.id, 0) + 1
+            kept = newest.get(item.id)
+            if kept is None or item.version > kept.version:
+                newest[item.id] = item
+                conflicting.discard(item.id)
+            elif item.version == kept.version and _fingerprint(item) != _fingerprint(kept):
+                conflicting.add(item.id)
+    return [item for point_id, item in newest.items()
+            if votes[point_id] >= required and point_id not in conflicting]
 
 
 def resolve_scored(answers: Sequence[Sequence[ScoredPoint]], *, required: int,

@@ -85,6 +85,8 @@ ShardKeys = tuple[ShardKeyValue, ...] | None
 RunBlocking = Callable[..., Awaitable[Any]]
 
 _RETRY_PAUSE_S: Final = 0.25
+# How often a write waiting on a remote primary checks that it still is one.
+_PRIMARY_WATCH_S: Final = 0.1
 _CREATE_TIMEOUT_S: Final = 15.0
 _CAS_ATTEMPTS: Final = 10
 
@@ -92,8 +94,12 @@ _CAS_ATTEMPTS: Final = 10
 class Router:
     def __init__(self, *, node_id: int, local: LocalReplicas, proposer: Proposer, writer: PrimaryWriter,
                  remote: GrpcShards, reconciler: Reconciler, run_blocking: RunBlocking,
-                 write_timeout_s: float, transfers: Mapping[tuple[ShardKey, int], TransferProgress]) -> None:
+                 write_timeout_s: float, transfers: Mapping[tuple[ShardKey, int], TransferProgress],
+                 is_current: Callable[[], bool]) -> None:
+        """``is_current()``: this node's view of the cluster is recent enough
+        to pick the replicas of a read that must not go back in time."""
         self.node_id = node_id
+        self._is_current = is_current
         self._local = local
         self.proposer = proposer
         self._writer = writer
@@ -290,11 +296,34 @@ class Router:
             try:
                 if shard.primary == self.node_id:
                     return await self.primary_write(key, operation)
-                return await self._remote.write(shard.primary, key, operation)
+                return await self._unless_deposed(key, shard, self._remote.write(shard.primary, key, operation))
             except QclusterError as error:
                 if not error.retryable or time.monotonic() + _RETRY_PAUSE_S >= deadline:
                     raise
             await asyncio.sleep(_RETRY_PAUSE_S)
+
+    async def _unless_deposed(self, key: ShardKey, shard: ShardState, call: Awaitable[int]) -> int:
+        """Await ``call`` to ``shard``'s primary, or give it up as soon as the
+        cluster state names another primary or a newer term: a write stuck on
+        a stalled or cut-off primary moves to its successor at once instead of
+        waiting out the call's deadline. Its outcome on the deposed primary is
+        unknown, as after a timeout; that primary can no longer acknowledge it,
+        and a retry of the same operation is idempotent."""
+        task = asyncio.ensure_future(call)
+        try:
+            while True:  # bounded by the call's own deadline
+                done, _pending = await asyncio.wait({task}, timeout=_PRIMARY_WATCH_S)
+                if done:
+                    return task.result()
+                current = self.state().shard(key.collection, key.shard_id)
+                if current is None or (current.primary, current.primary_term) != (shard.primary,
+                                                                                  shard.primary_term):
+                    raise ShardUnavailable(
+                        f"shard {key.shard_id} of {key.collection!r}: node {shard.primary} stopped being its "
+                        f"primary while a write waited on it; the write is retried on the new primary")
+        finally:
+            if not task.done():
+                task.cancel()
 
     # ------------------------------------------------------------------ reads
 
@@ -332,6 +361,11 @@ class Router:
         consistency = consistency or ReadConsistency()
         what = f"consistency {consistency.kind.value}" + (
             f" {consistency.factor}" if consistency.kind is ReadConsistencyKind.FACTOR else "")
+        if not consistency.is_default and not self._is_current():
+            raise ShardUnavailable(f"{what}: this node's view of the cluster may be out of date (it has not heard "
+                                   "from the Raft leader lately, or has not applied all it committed), so it "
+                                   "cannot tell which replicas hold every acknowledged write; retry, or ask "
+                                   "another node")
         if consistency.kind is ReadConsistencyKind.PRIMARY:
             readers = [shard.primary]
             asked, needed, required = 1, 1, 1

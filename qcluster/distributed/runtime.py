@@ -51,12 +51,13 @@ class RaftAccess:
     def __init__(self, *, state: Callable[[], ClusterState], propose: Callable[[Command, float], Awaitable[Result]],
                  wait_for_version: Callable[[int, float], Awaitable[ClusterState]],
                  subscribe: Callable[[Callable[[ClusterState], None]], Callable[[], None]],
-                 is_leader: Callable[[], bool]) -> None:
+                 is_leader: Callable[[], bool], is_current: Callable[[], bool]) -> None:
         self.state = state
         self.propose = propose
         self.wait_for_version = wait_for_version
         self.subscribe = subscribe
         self.is_leader = is_leader
+        self.is_current = is_current  # RaftNode.is_current: this node's view may serve strong reads
 
 
 class ClusterRuntime:
@@ -140,7 +141,7 @@ class ClusterRuntime:
                                 replica_grace_s=self._replica_grace_s)
         self.router = Router(node_id=self.node_id, local=local, proposer=proposer, writer=writer, remote=remote,
                              reconciler=reconciler, run_blocking=self._run, write_timeout_s=self._write_timeout_s,
-                             transfers=recovery.transfers)
+                             transfers=recovery.transfers, is_current=raft.is_current)
         self._local, self._membership, self.recovery, self.reconciler = local, membership, recovery, reconciler
         reconciler.start()
         recovery.start()

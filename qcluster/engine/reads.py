@@ -254,6 +254,7 @@ def retrieve(
                 id=point_id,
                 payload=select_payload(segment.payloads[offset], with_payload),
                 vectors=_vectors_of(segment, offset, with_vector),
+                version=int(segment.versions[offset]),
             )
         )
     return records
@@ -306,6 +307,7 @@ def scroll(
             id=segment.ids[row],
             payload=select_payload(segment.payloads[row], with_payload),
             vectors=_vectors_of(segment, row, with_vector),
+            version=int(segment.versions[row]),
         )
         for _key, segment, row in page[:limit]
     ]
@@ -356,6 +358,7 @@ def _scroll_ordered(
             payload=select_payload(segment.payloads[row], with_payload),
             vectors=_vectors_of(segment, row, with_vector),
             order_value=number,
+            version=int(segment.versions[row]),
         )
         for number, _key, segment, row in entries[:limit]
     ]

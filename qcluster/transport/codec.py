@@ -160,12 +160,12 @@ def _with_vector_from_wire(raw: bool | list[str]) -> bool | tuple[str, ...]:
 def _record_to_wire(record: Record) -> list[Any]:
     vectors = None if record.vectors is None else {
         name: _vector_bytes(vector) for name, vector in record.vectors.items()}
-    return [record.id, record.payload, vectors, record.order_value]
+    return [record.id, record.payload, vectors, record.order_value, record.version]
 
 
 def _record_from_wire(raw: list[Any]) -> Record:
-    point_id, payload, vectors, order_value = raw
-    return Record(id=point_id, payload=payload, order_value=order_value,
+    point_id, payload, vectors, order_value, version = raw
+    return Record(id=point_id, payload=payload, order_value=order_value, version=version,
                   vectors=None if vectors is None else {name: _vector(data) for name, data in vectors.items()})
 
 

@@ -1,5 +1,6 @@
 """Read consistency: parsing, plans, and resolving replicas' answers
-(hypothesis against a naive model of "present on at least `required`")."""
+(hypothesis against a naive model of "present on at least `required`, in
+its newest copy")."""
 
 from __future__ import annotations
 
@@ -46,19 +47,24 @@ def test_plan(consistency: ReadConsistency, in_sync: int, plan: tuple[int, int, 
 
 
 def _record(point_id: int, variant: int) -> Record:
-    return Record(id=point_id, payload={"v": variant}, vectors={"": np.array([float(point_id)], dtype=np.float32)})
+    return Record(id=point_id, payload={"v": variant}, vectors={"": np.array([float(point_id)], dtype=np.float32)},
+                  version=variant)
 
 
-# A replica's answer: ids 0..11, each in one of two variants (a replica may hold an older payload).
-_answers = st.lists(st.dictionaries(st.integers(0, 11), st.integers(0, 1), max_size=12), min_size=1, max_size=4)
+# A replica's answer: ids 0..11, each in one of three versions (a replica may
+# hold an older copy: the payload tells the version).
+_answers = st.lists(st.dictionaries(st.integers(0, 11), st.integers(0, 2), max_size=12), min_size=1, max_size=4)
 
 
 def _model(answers: list[dict[int, int]], required: int) -> set[tuple[int, int]]:
-    votes: dict[tuple[int, int], int] = {}
+    """(id, newest version) of every id at least ``required`` answers hold."""
+    votes: dict[int, int] = {}
+    newest: dict[int, int] = {}
     for answer in answers:
-        for item in answer.items():
-            votes[item] = votes.get(item, 0) + 1
-    return {item for item, count in votes.items() if count >= required}
+        for point_id, version in answer.items():
+            votes[point_id] = votes.get(point_id, 0) + 1
+            newest[point_id] = max(version, newest.get(point_id, version))
+    return {(point_id, newest[point_id]) for point_id, count in votes.items() if count >= required}
 
 
 @settings(max_examples=200, deadline=None)
@@ -75,12 +81,21 @@ def test_records_present_on_required_replicas(answers: list[dict[int, int]], dat
 @given(answers=_answers, data=st.data(), higher=st.booleans())
 def test_scored_sorted_best_first(answers: list[dict[int, int]], data: st.DataObject, higher: bool) -> None:
     required = data.draw(st.integers(1, len(answers)))
-    scored = [[ScoredPoint(id=i, score=float(i * 3 % 7), version=0, payload={"v": v}) for i, v in answer.items()]
+    scored = [[ScoredPoint(id=i, score=float(i * 3 % 7), version=v, payload={"v": v}) for i, v in answer.items()]
               for answer in answers]
     kept = resolve_scored(scored, required=required, higher_is_better=higher)
     assert {(point.id, (point.payload or {})["v"]) for point in kept} == _model(answers, required)
     scores = [point.score for point in kept]
     assert scores == sorted(scores, reverse=higher)
+
+
+def test_a_write_in_flight_reads_as_its_newer_copy_and_a_real_divergence_as_absent() -> None:
+    older, newer = _record(1, 4), _record(1, 5)
+    assert resolve_records([[older], [newer]], required=2) == [newer]
+    assert resolve_records([[newer], [older]], required=2) == [newer]
+    diverged = Record(id=1, payload={"v": "other"}, vectors=newer.vectors, version=5)
+    assert resolve_records([[newer], [diverged]], required=2) == []
+    assert resolve_records([[newer], [diverged], [_record(1, 6)]], required=3) == [_record(1, 6)]
 
 
 @settings(max_examples=200, deadline=None)
