@@ -3,6 +3,11 @@
 - Promotion: a shard whose primary's node is DEAD gets a new primary, the
   in-sync replica on a live node whose log goes furthest (``ReplicaStatus``),
   under a new term (``PromotePrimary``, compare-and-set on the old term).
+- Fencing: an in-sync replica (not the primary) on a DEAD node leaves the
+  in-sync set (``RemoveFromInSync``, compare-and-set on the primary term,
+  refused below ``write_consistency_factor``), so reads that ask every
+  in-sync replica (``all``, ``majority``) stop waiting for it at once rather
+  than at the next write; it comes back through recovery.
 - Re-replication: once a node has been dead for ``replica_grace_s``, each
   shard it held gets a new replica on a live node (``AddReplica``; the
   primary's recovery fills it), and when a shard again has
@@ -24,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from qcluster.cluster.commands import AddReplica, DropReplica, FinishShardMove, PromotePrimary
+from qcluster.cluster.commands import AddReplica, DropReplica, FinishShardMove, PromotePrimary, RemoveFromInSync
 from qcluster.cluster.placement import plan_re_replication
 from qcluster.cluster.state import ClusterState, Liveness, ReplicaState
 from qcluster.distributed.proposer import Proposer, new_request_id
@@ -35,7 +40,7 @@ from qcluster.transport.replication import GrpcPeers
 __all__ = ["Controller"]
 
 _log = logging.getLogger(__name__)
-_PERIOD_S: Final = 1.0
+_PERIOD_S: Final = 0.25
 
 
 class Controller:
@@ -68,6 +73,7 @@ class Controller:
 
     async def run_once(self) -> None:
         await self._promote(self._proposer.state())
+        await self._fence_dead(self._proposer.state())
         await self._re_replicate(self._proposer.state())
         await self._finish_moves(self._proposer.state())
 
@@ -98,6 +104,20 @@ class Controller:
                 _log.warning("primary promoted", extra={"collection": name, "shard_id": shard_id,
                                                         "old_primary": shard.primary, "new_primary": chosen,
                                                         "result": result.code.value})
+
+    async def _fence_dead(self, state: ClusterState) -> None:
+        dead = {node.node_id for node in state.nodes.values() if node.liveness is Liveness.DEAD}
+        for name, collection in state.collections.items():
+            for shard_id, shard in collection.shards.items():
+                fenced = sorted((shard.in_sync & dead) - {shard.primary})
+                # Never proposed below write_consistency_factor (it would be refused every round).
+                room = len(shard.in_sync) - collection.write_consistency_factor
+                for node_id in fenced[:max(0, room)]:
+                    result = await self._proposer.propose(RemoveFromInSync(
+                        request_id=new_request_id("fence-dead"), collection=name, shard_id=shard_id,
+                        node_id=node_id, expected_primary_term=shard.primary_term))
+                    _log.warning("replica on a dead node fenced", extra={
+                        "collection": name, "shard_id": shard_id, "node_id": node_id, "result": result.code.value})
 
     async def _re_replicate(self, state: ClusterState) -> None:
         now_ms = int(time.time() * 1000)

@@ -87,8 +87,18 @@ RunBlocking = Callable[..., Awaitable[Any]]
 _RETRY_PAUSE_S: Final = 0.25
 # How often a write waiting on a remote primary checks that it still is one.
 _PRIMARY_WATCH_S: Final = 0.1
+# A read that must not go back in time waits this long at most for this
+# node's view of the cluster to be current (a Raft election takes ~0.5-1.5 s).
+_CURRENT_WAIT_S: Final = 2.0
+_CURRENT_POLL_S: Final = 0.02
+# A read whose replicas did not all answer is tried again this long at most.
+_READ_FAILOVER_S: Final = 4.0
 _CREATE_TIMEOUT_S: Final = 15.0
 _CAS_ATTEMPTS: Final = 10
+
+
+class _TooFewAnswers(ShardUnavailable):
+    """Fewer replicas of a shard answered a read than its consistency needs."""
 
 
 class Router:
@@ -357,15 +367,37 @@ class Router:
         """One shard's answer under a read ``consistency``: ask as many
         in-sync replicas as it says (another in turn for one that fails or
         misses its deadline), then keep what enough of them agree on
-        (``resolve``). The default asks one replica, this node's first."""
+        (``resolve``). The default asks one replica, this node's first.
+
+        When too few replicas answer — one on a node that just died or
+        stalled, still in the in-sync set until the controller fences it —
+        the read is tried again on the cluster state as it then is, for up to
+        ``_READ_FAILOVER_S``: a failover costs latency, not an error."""
         consistency = consistency or ReadConsistency()
         what = f"consistency {consistency.kind.value}" + (
             f" {consistency.factor}" if consistency.kind is ReadConsistencyKind.FACTOR else "")
-        if not consistency.is_default and not self._is_current():
+        if not consistency.is_default and not await self._current_within(_CURRENT_WAIT_S):
             raise ShardUnavailable(f"{what}: this node's view of the cluster may be out of date (it has not heard "
                                    "from the Raft leader lately, or has not applied all it committed), so it "
                                    "cannot tell which replicas hold every acknowledged write; retry, or ask "
                                    "another node")
+        deadline = time.monotonic() + _READ_FAILOVER_S
+        while True:
+            try:
+                return await self._read_agreed_once(key, shard, state, local, remote, consistency, resolve, what)
+            except _TooFewAnswers:
+                if time.monotonic() + _RETRY_PAUSE_S >= deadline:
+                    raise
+            await asyncio.sleep(_RETRY_PAUSE_S)
+            state = self.state()
+            found = state.shard(key.collection, key.shard_id)
+            if found is None:
+                raise NotFound(f"Collection `{key.collection}` doesn't exist!")
+            shard = found
+
+    async def _read_agreed_once(self, key: ShardKey, shard: ShardState, state: ClusterState,
+                                local: Callable[[LocalShard], T], remote: Callable[[int], Awaitable[T]],
+                                consistency: ReadConsistency, resolve: Callable[[list[T], int], T], what: str) -> T:
         if consistency.kind is ReadConsistencyKind.PRIMARY:
             readers = [shard.primary]
             asked, needed, required = 1, 1, 1
@@ -390,10 +422,20 @@ class Router:
                 else:
                     answers.append(result)
         if len(answers) < needed:
-            raise ShardUnavailable(f"{what}: {len(answers)} of the {needed} replicas of shard {key.shard_id} of "
+            raise _TooFewAnswers(f"{what}: {len(answers)} of the {needed} replicas of shard {key.shard_id} of "
                                    f"{key.collection!r} it needs answered "
                                    f"({'; '.join(failures) if failures else 'none is in sync'})")
         return answers[0] if len(answers) == 1 else resolve(answers, required)
+
+    async def _current_within(self, timeout_s: float) -> bool:
+        """Wait (bounded) until this node's view of the cluster is current: an
+        election or a heartbeat in flight then costs a read latency, not a 503."""
+        deadline = time.monotonic() + timeout_s
+        while not self._is_current():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_CURRENT_POLL_S)
+        return True
 
     def _shards(self, name: str) -> tuple[ClusterState, CollectionState]:
         state = self.state()
