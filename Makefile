@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run cluster test unit e2e clean bench bench-quick bench-floor bench-venv proto
+.PHONY: install system-deps run cluster test unit e2e chaos chaos-cleanup clean bench bench-quick bench-floor bench-venv proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,19 @@ proto: install
 cluster: install
 	$(VENV)/bin/qcluster dev-cluster --nodes 3 --data-dir ./data-cluster
 
-test: install
+# The chaos harness (tests/chaos, `make chaos`) needs iproute2 and iptables;
+# as root with apt-get, the missing ones are installed (else those tests skip
+# with the reason).
+system-deps:
+	@missing=""; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: install system-deps
 	$(PY) -m pytest -q tests
 
 unit: install
@@ -35,6 +47,16 @@ unit: install
 
 e2e: install
 	$(PY) -m pytest -q tests/e2e
+
+# The chaos harness (docs/chaos.md): a seeded run of every fault against three
+# real nodes in network namespaces, ~15 minutes; the report lands in
+# chaos/results/. CHAOS_ARGS overrides the run, e.g. CHAOS_ARGS="--rounds 50 --seed 7".
+CHAOS_ARGS ?= --nodes 3 --rounds 30 --fault-min-s 5 --fault-max-s 30 --recovery-s 5
+chaos: install system-deps
+	$(VENV)/bin/qcluster chaos run $(CHAOS_ARGS)
+
+chaos-cleanup: install
+	$(VENV)/bin/qcluster chaos cleanup
 
 # Benchmarks (bench/README.md). The peers live in their own venv so that
 # `make test` stays light; a peer that fails to install is written to
