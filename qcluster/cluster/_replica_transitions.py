@@ -206,9 +206,16 @@ def _remove_from_in_sync(
         return replica
     if replica.state is not ReplicaState.ACTIVE:
         return Rejection(ResultCode.UNCHANGED, f"shard {shard.shard_id} on node {command.node_id} is not in sync")
-    unsafe = _check_leaves_in_sync(collection, shard, replica)
-    if unsafe is not None:
-        return unsafe
+    if replica.node_id == shard.primary:
+        return Rejection(
+            ResultCode.UNSAFE,
+            f"node {replica.node_id} is the primary of shard {shard.shard_id}: promote another replica first",
+        )
+    # Fencing may leave fewer than write_consistency_factor in sync: the
+    # shard then refuses writes until recovery brings a replica back (Kafka's
+    # min.insync.replicas). Refusing the fence instead would keep a replica
+    # that missed writes in the set, and a shard whose in-sync replicas
+    # differ can never heal.
     return _with_state(shard, command.node_id, ReplicaState.DEAD)
 
 

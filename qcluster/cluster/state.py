@@ -40,16 +40,18 @@ sync, and a node that failed to create it fails its first write and is fenced
 like any other. ACTIVE is entered only through ``AddToInSync`` and left only
 through ``RemoveFromInSync`` (or by dropping the replica), because those are
 the edges that change the in-sync set and carry its guards: the primary always
-stays in sync, and the set never shrinks below ``write_consistency_factor``.
-``DropReplica``, ``FinishShardMove`` and ``AbortShardMove`` remove a replica
-in any state under the same guards.
+stays in sync. ``DropReplica``, ``FinishShardMove`` and ``AbortShardMove``
+remove a replica in any state, and never below ``write_consistency_factor``
+in sync (an operator's action must not stop writes).
 
 Consequences the layers above rely on:
 
-- When fencing a failed replica would leave fewer than
-  ``write_consistency_factor`` in sync, it is refused: the write fails (it is
-  never acknowledged), and the unreachable replica — which still holds every
-  acknowledged write — stays in sync until a new replica has joined.
+- Fencing a failed replica (``RemoveFromInSync``) may leave fewer than
+  ``write_consistency_factor`` in sync: the shard then refuses writes (the
+  primary checks before it logs anything, and a write that fenced its way
+  below the factor is not acknowledged) until recovery brings a replica back
+  with ``AddToInSync``. Every write acknowledged before the fence is on every
+  replica that stays in sync.
 - ``PromotePrimary`` takes only an ACTIVE replica on a live node. It leaves the
   old primary in the in-sync set (it holds every acknowledged write too); the
   new primary fences it if it cannot reach it.

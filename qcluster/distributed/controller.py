@@ -4,8 +4,9 @@
   in-sync replica on a live node whose log goes furthest (``ReplicaStatus``),
   under a new term (``PromotePrimary``, compare-and-set on the old term).
 - Fencing: an in-sync replica (not the primary) on a DEAD node leaves the
-  in-sync set (``RemoveFromInSync``, compare-and-set on the primary term,
-  refused below ``write_consistency_factor``), so reads that ask every
+  in-sync set (``RemoveFromInSync``, compare-and-set on the primary term;
+  below ``write_consistency_factor`` the shard refuses writes until recovery
+  brings a replica back), so reads that ask every
   in-sync replica (``all``, ``majority``) stop waiting for it at once rather
   than at the next write; it comes back through recovery.
 - Re-replication: once a node has been dead for ``replica_grace_s``, each
@@ -109,10 +110,7 @@ class Controller:
         dead = {node.node_id for node in state.nodes.values() if node.liveness is Liveness.DEAD}
         for name, collection in state.collections.items():
             for shard_id, shard in collection.shards.items():
-                fenced = sorted((shard.in_sync & dead) - {shard.primary})
-                # Never proposed below write_consistency_factor (it would be refused every round).
-                room = len(shard.in_sync) - collection.write_consistency_factor
-                for node_id in fenced[:max(0, room)]:
+                for node_id in sorted((shard.in_sync & dead) - {shard.primary}):
                     result = await self._proposer.propose(RemoveFromInSync(
                         request_id=new_request_id("fence-dead"), collection=name, shard_id=shard_id,
                         node_id=node_id, expected_primary_term=shard.primary_term))

@@ -15,10 +15,12 @@ class ClusterMembership:
         self._proposer = proposer
 
     def view(self, shard: ShardKey) -> ShardView | None:
-        found = self._proposer.state().shard(shard.collection, shard.shard_id)
+        state = self._proposer.state()
+        found = state.shard(shard.collection, shard.shard_id)
         if found is None:
             return None
-        return ShardView(primary=found.primary, primary_term=found.primary_term, in_sync=found.in_sync)
+        return ShardView(primary=found.primary, primary_term=found.primary_term, in_sync=found.in_sync,
+                         write_consistency_factor=state.collections[shard.collection].write_consistency_factor)
 
     async def fence(self, shard: ShardKey, node_id: int, *, primary_term: int) -> bool:
         result = await self._proposer.propose(RemoveFromInSync(

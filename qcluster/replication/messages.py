@@ -53,6 +53,8 @@ class ShardView:
     primary: int
     primary_term: int
     in_sync: frozenset[int]
+    # The fewest in-sync replicas a write may be acknowledged on.
+    write_consistency_factor: int = 1
 
 
 class Membership(Protocol):
@@ -63,8 +65,9 @@ class Membership(Protocol):
     async def fence(self, shard: ShardKey, node_id: int, *, primary_term: int) -> bool:
         """Remove ``node_id`` from the shard's in-sync set through Raft; True
         once it is out (or already was), False if the cluster refused (the
-        set would shrink below write_consistency_factor, or the term is
-        stale). Raises when the outcome is unknown (no quorum)."""
+        term is stale, or it is the primary). Raises when the outcome is
+        unknown (no quorum). The set may end below write_consistency_factor:
+        the write is then not acknowledged."""
         ...
 
 

@@ -1,11 +1,13 @@
 """The primary's side of a replicated write.
 
-One write at a time per shard (an asyncio lock): the primary logs and applies
-the operation, then sends the WAL record to every in-sync replica in
-parallel. The write is acknowledged only when every in-sync replica holds it;
-a replica that does not is first removed from the in-sync set through Raft
-(``Membership.fence``). If the cluster refuses that (the set would fall below
-``write_consistency_factor``) or cannot decide it (no quorum), the write
+One write at a time per shard (an asyncio lock): the primary checks that the
+shard has at least ``write_consistency_factor`` in-sync replicas (else it
+refuses, logging nothing), logs and applies the operation, then sends the WAL
+record to every in-sync replica in parallel. The write is acknowledged only
+when every in-sync replica holds it; a replica that does not is first
+removed from the in-sync set through Raft (``Membership.fence``). If the
+cluster refuses that (this node is no longer the primary) or cannot decide it
+(no quorum), or the set is now below ``write_consistency_factor``, the write
 fails: it is never acknowledged on fewer replicas than promised.
 
 A failed write may still be applied on the primary and some replicas (its
@@ -26,7 +28,7 @@ from typing import Any, Final, TypeVar
 from qcluster.engine.shard import LocalShard
 from qcluster.errors import QclusterError, ShardUnavailable
 from qcluster.operations import Operation, encode_operation
-from qcluster.replication.messages import Membership, Outcome, Peers, ReplicaAck, ReplicaOp, ShardKey
+from qcluster.replication.messages import Membership, Outcome, Peers, ReplicaAck, ReplicaOp, ShardKey, ShardView
 
 __all__ = ["LogTruncated", "PrimaryWriter"]
 
@@ -64,6 +66,7 @@ class PrimaryWriter:
             if view.primary != self._node_id:
                 raise ShardUnavailable(f"node {self._node_id} is not the primary of shard {key.shard_id} of "
                                        f"{key.collection!r} (node {view.primary} is, term {view.primary_term})")
+            _require_enough_in_sync(key, view, what="nothing was written")
             seq_no, record, previous_term = await self._run(
                 lambda: shard.apply_logged(operation, term=view.primary_term))
             op = ReplicaOp(shard=key, primary_term=view.primary_term, record=record, previous_term=previous_term)
@@ -72,6 +75,11 @@ class PrimaryWriter:
                                         return_exceptions=True)
             for node, ack in zip(targets, acks, strict=True):
                 await self._settle(key, node, ack, seq_no=seq_no, primary_term=view.primary_term)
+            after = self._membership.view(key)
+            if after is None or (after.primary, after.primary_term) != (view.primary, view.primary_term):
+                raise ShardUnavailable(f"shard {key.shard_id} of {key.collection!r} got another primary while "
+                                       f"node {self._node_id} wrote seq {seq_no}: it is not acknowledged")
+            _require_enough_in_sync(key, after, what=f"seq {seq_no} is not acknowledged")
             return seq_no
 
     async def _settle(self, key: ShardKey, node: int, ack: ReplicaAck | BaseException, *, seq_no: int,
@@ -90,7 +98,8 @@ class PrimaryWriter:
         if not await self._membership.fence(key, node, primary_term=primary_term):
             raise ShardUnavailable(
                 f"the replica on node {node} did not take seq {seq_no} ({reason}) and the cluster refused to "
-                f"remove it from the in-sync set (write_consistency_factor): the write is not acknowledged")
+                f"remove it from the in-sync set (this node is no longer the primary): the write is not "
+                f"acknowledged")
 
     async def _deliver(self, node: int, shard: LocalShard, op: ReplicaOp, seq_no: int) -> ReplicaAck:
         """Send ``op``; if the replica lacks earlier records, send those first."""
@@ -143,6 +152,13 @@ class PrimaryWriter:
                     progress(after_seq)
         raise ShardUnavailable(f"node {node} did not catch up on shard {key.shard_id} of {key.collection!r} "
                                f"after {_SEND_LOG_ROUNDS_MAX} rounds")
+
+
+def _require_enough_in_sync(key: ShardKey, view: ShardView, *, what: str) -> None:
+    if len(view.in_sync) < view.write_consistency_factor:
+        raise ShardUnavailable(
+            f"shard {key.shard_id} of {key.collection!r} has {len(view.in_sync)} in-sync replicas, fewer than its "
+            f"write_consistency_factor {view.write_consistency_factor}, until recovery brings one back: {what}")
 
 
 class LogTruncated(Exception):  # noqa: N818 - a condition the caller handles, not a client error

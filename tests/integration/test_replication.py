@@ -3,12 +3,14 @@
 Three in-process "nodes", each with its own LocalShard (own directory, own
 WAL) and its own grpc.aio server; the cluster state is the edge of this test:
 an in-memory ``Membership`` that fences the way the Raft state machine does
-(refusing to shrink the in-sync set below write_consistency_factor).
+(never the primary; a fence may leave fewer than write_consistency_factor in
+sync, and the primary then refuses writes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import concurrent.futures
 import random
 from collections.abc import AsyncIterator
@@ -42,7 +44,6 @@ class FakeMembership:
     """The cluster state's view of one shard, with Raft's fencing rule."""
 
     view_: ShardView
-    write_consistency_factor: int = 1
     fenced: list[int] = field(default_factory=list)
 
     def view(self, shard: ShardKey) -> ShardView | None:
@@ -53,14 +54,14 @@ class FakeMembership:
             return False
         if node_id not in self.view_.in_sync:
             return True
-        if len(self.view_.in_sync) - 1 < self.write_consistency_factor:
+        if node_id == self.view_.primary:
             return False
-        self.view_ = ShardView(self.view_.primary, self.view_.primary_term, self.view_.in_sync - {node_id})
+        self.view_ = dataclasses.replace(self.view_, in_sync=self.view_.in_sync - {node_id})
         self.fenced.append(node_id)
         return True
 
     def add_in_sync(self, node_id: int) -> None:
-        self.view_ = ShardView(self.view_.primary, self.view_.primary_term, self.view_.in_sync | {node_id})
+        self.view_ = dataclasses.replace(self.view_, in_sync=self.view_.in_sync | {node_id})
 
 
 class Node:
@@ -89,8 +90,8 @@ class Node:
 @asynccontextmanager
 async def cluster(tmp_path: Path, *, write_consistency_factor: int = 1) -> AsyncIterator[dict[str, Any]]:
     executor = concurrent.futures.ThreadPoolExecutor(4)
-    membership = FakeMembership(ShardView(primary=1, primary_term=1, in_sync=frozenset({1, 2, 3})),
-                                write_consistency_factor=write_consistency_factor)
+    membership = FakeMembership(ShardView(primary=1, primary_term=1, in_sync=frozenset({1, 2, 3}),
+                                          write_consistency_factor=write_consistency_factor))
     nodes = {node_id: Node(node_id, tmp_path / f"node{node_id}", membership, executor) for node_id in (1, 2, 3)}
     for node in nodes.values():
         await node.start()
@@ -160,7 +161,10 @@ def test_unreachable_replica_is_fenced_then_catches_up_from_the_wal(tmp_path: Pa
     _run(scenario())
 
 
-def test_write_fails_when_fencing_would_break_write_consistency_factor(tmp_path: Path) -> None:
+def test_below_write_consistency_factor_writes_fail_until_a_replica_is_back(tmp_path: Path) -> None:
+    """A fence that leaves fewer in-sync replicas than write_consistency_factor
+    fails its write; later writes are refused before anything is logged;
+    once recovery puts the replica back, writes go on and replicas agree."""
     async def scenario() -> None:
         rng = random.Random(3)
         async with cluster(tmp_path, write_consistency_factor=3) as c:
@@ -169,9 +173,14 @@ def test_write_fails_when_fencing_would_break_write_consistency_factor(tmp_path:
             await nodes[2].stop()
             with pytest.raises(ShardUnavailable, match="not acknowledged"):
                 await writer.write(KEY, nodes[1].shard, _upsert(rng, [100, 101]))
-            assert membership.view_.in_sync == {1, 2, 3}, "nothing was fenced"
+            assert membership.view_.in_sync == {1, 3}, "the failed replica was fenced"
+            logged = nodes[1].shard.last_seq
+            with pytest.raises(ShardUnavailable, match="fewer than its write_consistency_factor 3"):
+                await writer.write(KEY, nodes[1].shard, _upsert(rng, [150]))
+            assert nodes[1].shard.last_seq == logged, "nothing was logged"
             await nodes[2].start()
-            await writer.write(KEY, nodes[1].shard, _upsert(rng, [200]))  # node 2 catches up first
+            membership.add_in_sync(2)  # what recovery does once node 2 has caught up
+            await writer.write(KEY, nodes[1].shard, _upsert(rng, [200]))  # node 2 catches up first (GAP)
             assert len({node.shard.content_digest() for node in nodes.values()}) == 1
 
     _run(scenario())
@@ -218,7 +227,7 @@ def test_a_replica_with_a_deposed_primarys_record_is_fenced(tmp_path: Path) -> N
             # Node 3 alone got seq 4 from the term-1 primary before it was replaced ...
             nodes[3].shard.apply_logged(_upsert(rng, [999]), term=1)
             # ... and the primary of term 2 assigns its own seq 4.
-            membership.view_ = ShardView(primary=1, primary_term=2, in_sync=membership.view_.in_sync)
+            membership.view_ = dataclasses.replace(membership.view_, primary_term=2)
             await writer.write(KEY, nodes[1].shard, _upsert(rng, [500, 501]))
             assert membership.fenced == [3], "the diverged replica is out of the in-sync set"
             assert nodes[1].shard.content_digest() == nodes[2].shard.content_digest()

@@ -277,12 +277,17 @@ def test_node_membership_and_liveness() -> None:
 # --- the in-sync set and the primary ---
 
 
-def test_remove_from_in_sync_fences_a_replica_but_keeps_write_consistency_factor(three: ClusterState) -> None:
+def test_remove_from_in_sync_fences_a_replica_even_below_write_consistency_factor(three: ClusterState) -> None:
+    """A failed replica always leaves the in-sync set (the shard then refuses
+    writes until recovery brings one back); the primary never does."""
     state = accepted(three, on(RemoveFromInSync, node_id=2, expected_primary_term=term(three)))
     assert replica_state(state, 2) is DEAD
     shard = state.shard("c", 0)
     assert shard is not None and shard.in_sync == {1, 3}
-    rejected(state, on(RemoveFromInSync, node_id=3), ResultCode.UNSAFE)
+    below = accepted(state, on(RemoveFromInSync, node_id=3))  # write_consistency_factor is 2
+    shard = below.shard("c", 0)
+    assert shard is not None and shard.in_sync == {1}
+    rejected(below, on(RemoveFromInSync, node_id=1), ResultCode.UNSAFE)
     rejected(state, on(RemoveFromInSync, node_id=1), ResultCode.UNSAFE)
     rejected(state, on(RemoveFromInSync, node_id=2), ResultCode.UNCHANGED)
     rejected(state, on(RemoveFromInSync, node_id=9), ResultCode.NOT_FOUND)
@@ -552,7 +557,8 @@ def _model_replica_command(
         case AddToInSync() | RemoveFromInSync():
             name = "add_to_in_sync" if isinstance(command, AddToInSync) else "remove_from_in_sync"
             target = ACTIVE if isinstance(command, AddToInSync) else DEAD
-            if (name, current, target) not in MODEL_EDGES or command.node_id == primary or not keeps_wcf:
+            # A fence may go below write_consistency_factor (the shard then refuses writes).
+            if (name, current, target) not in MODEL_EDGES or command.node_id == primary:
                 return False
             replicas[key] = target
         case PromotePrimary():
@@ -588,7 +594,6 @@ def check_invariants(state: ClusterState) -> None:
             assert set(nodes) <= state.nodes.keys(), "every replica is on a member node"
             assert shard.in_sync == {replica.node_id for replica in shard.replicas if replica.state is ACTIVE}
             assert shard.primary in shard.in_sync, "primary ∈ in-sync ⊆ active"
-            assert len(shard.in_sync) >= collection.write_consistency_factor
             assert shard.primary_term <= state.version
             if shard.move is not None:
                 assert shard.move.source != shard.move.target
