@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,14 +126,35 @@ class RaftStatus:
 
 
 class _ClusterSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
-    """The SyncObj subclass: exactly one replicated method, and one attribute
-    of ours (the state machine), set before pysyncobj's constructor so that
-    pysyncobj counts it among its own attributes and would never dump it."""
+    """The SyncObj subclass: exactly one replicated method, and attributes of
+    ours (the state machine, the leader-contact clock) set before pysyncobj's
+    constructor so that pysyncobj counts them among its own attributes and
+    would never dump them.
+
+    Leader stickiness (Raft thesis §4.2.3): a follower that heard from its
+    leader within the shortest election timeout ignores a vote request. So a
+    node that cannot hear the leader while the others can (a bridge
+    partition, a node back from a pause) cannot depose it through them —
+    without this, leadership flipped between the two sides of a bridge for
+    as long as it lasted. pysyncobj has no such rule; its message handler is
+    wrapped (its version is pinned).
+    """
 
     def __init__(self, *, self_address: str, peer_addresses: tuple[str, ...], conf: SyncObjConf,
                  machine: ReplicatedStateMachine) -> None:
         self._machine = machine
+        self._leader_heard_at = -math.inf  # monotonic time of the last append_entries of a current leader
+        self._sticky_s = conf.raftMinTimeout
         super().__init__(self_address, list(peer_addresses), conf=conf)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - overrides pysyncobj's
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
+            self._leader_heard_at = time.monotonic()
+        elif kind == "request_vote" and not self._isLeader() and self._getLeader() is not None \
+                and time.monotonic() - self._leader_heard_at < self._sticky_s:
+            return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     @replicated  # type: ignore[misc]
     def apply(self, command: bytes) -> Result:

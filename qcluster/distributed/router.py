@@ -93,6 +93,8 @@ _CURRENT_WAIT_S: Final = 2.0
 _CURRENT_POLL_S: Final = 0.02
 # A read whose replicas did not all answer is tried again this long at most.
 _READ_FAILOVER_S: Final = 4.0
+# A node whose replica failed a read is asked after the others for this long.
+_SUSPECT_S: Final = 5.0
 _CREATE_TIMEOUT_S: Final = 15.0
 _CAS_ATTEMPTS: Final = 10
 
@@ -110,6 +112,7 @@ class Router:
         to pick the replicas of a read that must not go back in time."""
         self.node_id = node_id
         self._is_current = is_current
+        self._suspected_until: dict[int, float] = {}  # node id -> monotonic time its last read failure ages out
         self._local = local
         self.proposer = proposer
         self._writer = writer
@@ -338,17 +341,23 @@ class Router:
     # ------------------------------------------------------------------ reads
 
     def _readers(self, state: ClusterState, shard: ShardState) -> list[int]:
-        """Replicas to read ``shard`` from, in order: in sync and alive, this node first, then in turn."""
+        """Replicas to read ``shard`` from, in order: in sync and alive, this
+        node first, then the others in turn — those that failed this node's
+        reads in the last ``_SUSPECT_S`` after the rest (a node this one
+        cannot reach but the leader can is still alive in the state, and each
+        try of it costs a whole internal deadline)."""
         def alive(node_id: int) -> bool:
             node = state.nodes.get(node_id)
             return node is not None and node.liveness is Liveness.ALIVE
 
+        now = time.monotonic()
         active = [replica.node_id for replica in shard.replicas if replica.state is ReplicaState.ACTIVE]
         live = [node_id for node_id in active if alive(node_id)]
         others = [node_id for node_id in live if node_id != self.node_id]
         if others:
             turn = next(self._turn) % len(others)
             others = others[turn:] + others[:turn]
+            others.sort(key=lambda node_id: self._suspected_until.get(node_id, 0.0) > now)  # stable
         ordered = ([self.node_id] if self.node_id in live else []) + others
         return ordered + [node_id for node_id in active if node_id not in live]
 
@@ -417,6 +426,8 @@ class Router:
             for node_id, result in zip(batch, results, strict=True):
                 if isinstance(result, QclusterError) and (result.retryable or isinstance(result, ShardUnavailable)):
                     failures.append(f"node {node_id}: {result.message}")
+                    if node_id != self.node_id:
+                        self._suspected_until[node_id] = time.monotonic() + _SUSPECT_S
                 elif isinstance(result, BaseException):
                     raise result
                 else:
