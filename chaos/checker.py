@@ -125,6 +125,8 @@ class CheckResult:
     latency: list[dict[str, Any]]
     final_errors: dict[str, str]
     skipped_faults: list[dict[str, Any]]
+    # From the node logs: per node, how often each LOG_FINDINGS pattern appeared.
+    log_findings: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def lost_count(self) -> int:
@@ -137,7 +139,14 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         return (self.lost_count == 0 and not self.resurrected and not self.phantom and not self.is_diverged
-                and not self.final_errors and all(self.stale[level].count == 0 for level in STRICT_LEVELS))
+                and not self.final_errors and all(self.stale[level].count == 0 for level in STRICT_LEVELS)
+                and not self.raft_conflicts)
+
+    @property
+    def raft_conflicts(self) -> int:
+        """Applied Raft entries a leader replaced with another term's: the
+        cluster state itself diverged (see qcluster.consensus.raft_node)."""
+        return sum(counts.get("raft-conflict", 0) for counts in self.log_findings.values())
 
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)
@@ -146,12 +155,37 @@ class CheckResult:
         return document
 
 
+# Node log lines worth counting: name -> the text that marks them.
+LOG_FINDINGS: Final = {
+    "raft-conflict": "raft log conflict at applied index",  # fails the run
+    "raft-rewrite": "truncating already-applied log entries",  # pysyncobj re-writing identical entries
+    "wal-poisoned": "poisoned after",
+    "traceback": "Traceback (most recent call last)",
+}
+
+
 def check(run_dir: Path) -> CheckResult:
     """Check the run in ``run_dir`` (absent files count as empty)."""
-    return check_files(
+    result = check_files(
         operations_=read_operations(run_dir / "history.jsonl"),
         faults=_read_jsonl(run_dir / "faults.jsonl"),
         final=_read_json(run_dir / "final.json"))
+    result.log_findings = scan_logs(sorted(run_dir.glob("n*.log")))
+    return result
+
+
+def scan_logs(paths: Iterable[Path]) -> dict[str, dict[str, int]]:
+    """Per node log (named by its file's stem), the count of each LOG_FINDINGS line."""
+    found: dict[str, dict[str, int]] = {}
+    for path in paths:
+        counts = {name: 0 for name in LOG_FINDINGS}
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                for name, marker in LOG_FINDINGS.items():
+                    if marker in line:
+                        counts[name] += 1
+        found[path.stem] = counts
+    return found
 
 
 def check_files(*, operations_: Sequence[Operation], faults: Sequence[dict[str, Any]],

@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: no display on a CI box or in a namespace
 import matplotlib.pyplot as plt  # noqa: E402
 
-from chaos.checker import CONSISTENCY_LEVELS, CheckResult  # noqa: E402
+from chaos.checker import CONSISTENCY_LEVELS, LOG_FINDINGS, CheckResult  # noqa: E402
 from chaos.history import Operation, read_operations  # noqa: E402
 
 __all__ = ["report_stem", "write_report"]
@@ -80,7 +80,8 @@ def _markdown(config: dict[str, Any], result: CheckResult, faults: list[dict[str
     divergence = "; ".join(result.divergence["reasons"]) or "none"
     lines += [f"| phantom reads | {len(result.phantom)} |", f"| divergence | {divergence} |",
               f"| converged after heal | {_seconds(result.divergence['converged_after_s'])} s |",
-              f"| final reads failed | {', '.join(sorted(result.final_errors)) or 'none'} |"]
+              f"| final reads failed | {', '.join(sorted(result.final_errors)) or 'none'} |",
+              f"| Raft log conflicts (applied entries replaced) | {result.raft_conflicts} |"]
     lines += ["", "## Operations", "", "| function | ok | fail | info |", "|---|---|---|---|"]
     lines += [f"| {name} | {counts['ok']} | {counts['fail']} | {counts['info']} |"
               for name, counts in sorted(result.totals.items())]
@@ -97,6 +98,10 @@ def _markdown(config: dict[str, Any], result: CheckResult, faults: list[dict[str
     lines += [f"- round {fault.get('round')}: {fault.get('fault')} on {fault.get('targets')} "
               f"({fault.get('target_kind')}), {float(fault['end']) - float(fault['start']):.1f} s, "
               f"{json.dumps(fault.get('detail', {}), sort_keys=True)}" for fault in faults] or ["- none"]
+    lines += ["", "## Node logs", "", "| node | " + " | ".join(LOG_FINDINGS) + " |",
+              "|---|" + "---|" * len(LOG_FINDINGS)]
+    lines += [f"| {node} | " + " | ".join(str(counts.get(name, 0)) for name in LOG_FINDINGS) + " |"
+              for node, counts in sorted(result.log_findings.items())] or ["| none | " + "| " * len(LOG_FINDINGS)]
     lines += ["", "## Skipped nemeses", ""]
     lines += [f"- {fault['skipped']}: {fault.get('reason')}" for fault in result.skipped_faults] or ["- none"]
     lines += _anomaly_examples(result)

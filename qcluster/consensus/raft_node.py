@@ -151,10 +151,30 @@ class _ClusterSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self._leader_heard_at = time.monotonic()
+            self._report_applied_conflicts(message)
         elif kind == "request_vote" and not self._isLeader() and self._getLeader() is not None \
                 and time.monotonic() - self._leader_heard_at < self._sticky_s:
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _report_applied_conflicts(self, message: dict[str, Any]) -> None:
+        """Log an ERROR when a leader's entries would replace an entry this
+        node already applied with one of another term: a real divergence of
+        the cluster state. pysyncobj also logs CRITICAL "truncating
+        already-applied log entries" when it re-writes applied entries that
+        are identical (same index and term: a leader re-sending what this node
+        has); that case is harmless, and only this one is not."""
+        applied = self.raftLastApplied
+        for entry in message.get("entries") or ():
+            _command, index, term = entry
+            if index > applied:
+                return
+            local = self._SyncObj__getEntries(index, 1)
+            if local and local[0][2] != term:
+                _logger.error("raft log conflict at applied index %d: this node applied an entry of term %d, the "
+                              "leader sends one of term %d; the cluster state may have diverged", index,
+                              local[0][2], term)
+                return
 
     @replicated  # type: ignore[misc]
     def apply(self, command: bytes) -> Result:

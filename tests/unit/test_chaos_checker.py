@@ -270,3 +270,18 @@ def test_report_files(tmp_path: Path) -> None:
     assert "PASSED" in markdown.read_text()
     assert json.loads(document.read_text())["passed"] is True
     assert image.stat().st_size > 1000
+
+
+def test_node_logs_are_scanned_and_a_raft_conflict_fails_the_run(tmp_path: Path) -> None:
+    story = Story(tmp_path)
+    story.op("add", 1000, 1.0, 1.1)
+    story.final_ids = [1000]
+    (tmp_path / "n2.log").write_text('{"msg": "node ready"}\n')
+    (tmp_path / "n1.log").write_text('{"msg": "truncating already-applied log entries from index 40"}\n')
+    harmless = story.check()
+    assert harmless.passed and harmless.log_findings["n1"]["raft-rewrite"] == 1
+    assert set(harmless.log_findings["n2"].values()) == {0}
+    with (tmp_path / "n1.log").open("a") as log:
+        log.write('{"msg": "raft log conflict at applied index 40: this node applied an entry of term 3"}\n')
+    conflicted = check(tmp_path)
+    assert conflicted.raft_conflicts == 1 and not conflicted.passed
