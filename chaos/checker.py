@@ -503,7 +503,21 @@ def _availability(operations_: Sequence[Operation], episode: dict[str, Any]) -> 
     return {"round": episode.get("round"), "fault": episode.get("fault"), "targets": episode.get("targets"),
             "start": start, "end": end, "write_gap_s": write_gap, "read_gap_s": read_gap,
             "write_recovery_s": None if write_resumed is None else write_resumed - start,
+            "writes_failing_s": _writes_failing_s(operations_, start, end),
             **_read_success(operations_, start, end)}
+
+
+def _writes_failing_s(operations_: Sequence[Operation], start: float, end: float) -> float:
+    """How long after the fault began writes still failed: the invocation time
+    (from ``start``) of the last write sent during the fault that was not
+    acknowledged (fail or info; never sent for client overload), 0 if none.
+    Every write sent later in the fault was acknowledged — on every shard,
+    where the longest gap only sees the busiest."""
+    lo = bisect.bisect_left(operations_, start, key=lambda op: op.invoked)
+    hi = bisect.bisect_right(operations_, end, key=lambda op: op.invoked)
+    failing = [op.invoked - start for op in operations_[lo:hi]
+               if op.is_write and op.outcome != "ok" and op.error != OVERLOADED]
+    return max(failing, default=0.0)
 
 
 def _read_success(operations_: Sequence[Operation], start: float, end: float) -> dict[str, Any]:

@@ -215,6 +215,20 @@ def test_availability_gap_for_a_fault_window(tmp_path: Path) -> None:
     assert result.passed
 
 
+def test_writes_failing_until_is_the_last_unacknowledged_write_of_the_fault(tmp_path: Path) -> None:
+    story = Story(tmp_path)
+    story.op("add", 1000, 11.0, 11.2)  # another shard: fine
+    story.op("add", 1001, 12.0, 17.0, outcome="info")  # stalled on the faulted primary
+    story.op("add", 1002, 14.5, 14.6, outcome="fail")
+    story.op("add", 1003, 15.0, 15.2)
+    story.op("add", 1004, 25.0, 25.1, outcome="fail")  # after the fault: not counted
+    story.final_ids = [1000, 1003]
+    story.faults.append({"round": 1, "fault": "pause", "targets": [1], "target_kind": "primaries",
+                         "start": 10.0, "end": 20.0, "detail": {}})
+    [episode] = story.check().availability
+    assert abs(episode["writes_failing_s"] - 4.5) < 1e-9
+
+
 def test_read_success_counts_one_retry(tmp_path: Path) -> None:
     story = Story(tmp_path)
     first = story.op("read", 1, 11.0, 11.1, outcome="fail")
