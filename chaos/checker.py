@@ -202,7 +202,7 @@ def check_files(*, operations_: Sequence[Operation], faults: Sequence[dict[str, 
     stale, phantom = _check_reads(operations_)
     return CheckResult(
         totals=_totals(operations_), lost_adds=lost_adds, lost_registers=_check_registers(operations_, readable),
-        resurrected=resurrected, stale=stale, phantom=phantom, divergence=_check_divergence(final),
+        resurrected=resurrected, stale=stale, phantom=phantom, divergence=_check_divergence(final, episodes),
         availability=[_availability(operations_, episode) for episode in episodes],
         latency=_latency_buckets(operations_), final_errors=final_errors,
         skipped_faults=[fault for fault in faults if "skipped" in fault])
@@ -442,12 +442,16 @@ def cluster_view(cluster_answer: Any, collection_answer: Any) -> dict[str, Any]:
     return view
 
 
-def _check_divergence(final: dict[str, Any]) -> dict[str, Any]:
-    """Divergent replicas, late convergence and disagreeing cluster views."""
+def _check_divergence(final: dict[str, Any], faults: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Divergent replicas, late convergence and disagreeing cluster views
+    (at the end, and after each heal: the orchestrator records how long the
+    nodes' views took to agree, None when they did not within its bound)."""
     replicas: dict[str, Any] = final.get("replicas", {})
     states: dict[str, Any] = final.get("cluster_state", {})
     converged_after_s = final.get("converged_after_s")
-    reasons: list[str] = []
+    reasons: list[str] = [f"the nodes' cluster views still disagreed after the heal of round {fault.get('round')}"
+                          for fault in faults if "views_agreed_after_s" in fault
+                          and fault["views_agreed_after_s"] is None]
     digests = shard_digests(replicas)
     divergent = {shard: nodes for shard, nodes in sorted(digests.items())
                  if len({entry["digest"] for entry in nodes.values()}) > 1}

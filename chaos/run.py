@@ -44,6 +44,7 @@ SETUP_TIMEOUT_S: Final = 180.0
 WORKLOAD_STOP_TIMEOUT_S: Final = 60.0
 FINAL_TIMEOUT_S: Final = 300.0
 CONVERGE_TIMEOUT_S: Final = 60
+VIEWS_AGREE_TIMEOUT_S: Final = 30.0
 QUERY_TIMEOUT_S: Final = 30.0
 _CLEANUP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
 
@@ -70,7 +71,8 @@ class RunConfig:
 
     def wall_clock_max_s(self) -> float:
         """The bound of the whole run: every phase at its own bound."""
-        round_max_s = self.fault_duration_s_max + READY_TIMEOUT_S + self.recovery_wait_s + 2 * QUERY_TIMEOUT_S
+        round_max_s = (self.fault_duration_s_max + READY_TIMEOUT_S + self.recovery_wait_s + 2 * QUERY_TIMEOUT_S
+                       + VIEWS_AGREE_TIMEOUT_S + QUERY_TIMEOUT_S)
         fixed_s = READY_TIMEOUT_S + SETUP_TIMEOUT_S + WORKLOAD_STOP_TIMEOUT_S + FINAL_TIMEOUT_S + 300.0
         return fixed_s + self.rounds * round_max_s
 
@@ -295,11 +297,40 @@ def _play_round(state: _Run, planned: Round, generator: random.Random, faults: I
         detail["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         nemesis.heal()
-    _write_line(faults, {"round": planned.number, "fault": planned.fault, "targets": targets,
-                         "target_kind": kind, "start": start, "end": time.time(), "detail": detail})
+    end = time.time()
     if not state.wait_ready(READY_TIMEOUT_S):
         log.warning("round %d: not every node was ready %.0f s after the heal", planned.number, READY_TIMEOUT_S)
+    agreed_at = _views_agree(state, VIEWS_AGREE_TIMEOUT_S)
+    _write_line(faults, {"round": planned.number, "fault": planned.fault, "targets": targets,
+                         "target_kind": kind, "start": start, "end": end, "detail": detail,
+                         "views_agreed_after_s": None if agreed_at is None else round(agreed_at - end, 3)})
     time.sleep(state.config.recovery_wait_s)
+
+
+def _comparable(view: dict[str, Any]) -> Any:
+    """What every node's view must hold alike once healed: the leader and each
+    shard's primary, in-sync set and replica states."""
+    shards = sorted(([shard.get("shard_id"), shard.get("primary"), sorted(shard.get("in_sync") or []),
+                      sorted((shard.get("replicas") or {}).items())] for shard in view.get("shards") or []),
+                    key=lambda row: row[0])
+    return view.get("leader"), shards
+
+
+def _views_agree(state: _Run, timeout_s: float) -> float | None:
+    """Poll (bounded) until every node names the same leader and the same
+    shard table; the time they did, or None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            views = state.query("cluster")
+        except (NetnsError, subprocess.TimeoutExpired, ValueError):
+            views = {}
+        seen = {json.dumps(_comparable(view), sort_keys=True) for view in views.values()}
+        if len(views) == len(state.cluster.node_ids) and len(seen) == 1 and \
+                all(view.get("leader") is not None and view.get("error") is None for view in views.values()):
+            return time.time()
+        time.sleep(1.0)
+    return None
 
 
 def _prepare(state: _Run, faults: IO[str]) -> None:

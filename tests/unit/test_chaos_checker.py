@@ -229,6 +229,18 @@ def test_writes_failing_until_is_the_last_unacknowledged_write_of_the_fault(tmp_
     assert abs(episode["writes_failing_s"] - 4.5) < 1e-9
 
 
+def test_views_that_never_agreed_after_a_heal_are_divergence(tmp_path: Path) -> None:
+    story = Story(tmp_path)
+    story.op("add", 1000, 1.0, 1.1)
+    story.final_ids = [1000]
+    episode = {"round": 1, "fault": "pause", "targets": [1], "target_kind": "random", "start": 10.0, "end": 20.0,
+               "detail": {}, "views_agreed_after_s": 0.8}
+    story.faults = [episode, {**episode, "round": 2, "views_agreed_after_s": None}]
+    result = story.check()
+    assert result.divergence["reasons"] == ["the nodes' cluster views still disagreed after the heal of round 2"]
+    assert not result.passed
+
+
 def test_read_success_counts_one_retry(tmp_path: Path) -> None:
     story = Story(tmp_path)
     first = story.op("read", 1, 11.0, 11.1, outcome="fail")
