@@ -433,15 +433,17 @@ async def run_node(settings: Settings) -> int:
         exit_code = await _serve(state, settings, member, stop)
         _log.info("shutting down")
     finally:
-        if member is not None:
-            state.cluster_status = None
-            await member.close()
         # Stops listening, waits for in-flight handlers up to shutdown_timeout, closes connections.
-        # Both servers drain at once, each bounded by shutdown_timeout_s.
+        # Both servers drain at once, each bounded by shutdown_timeout_s — before the cluster member
+        # closes, so requests in flight (internal ones from peers too) still find the router, Raft
+        # and the runtime's threads rather than an executor that is shut down.
         stopping = [runner.cleanup()]
         if grpc_server is not None:
             stopping.append(grpc_server.stop(grace=settings.service.shutdown_timeout_s))
         await asyncio.gather(*stopping)
+        if member is not None:
+            state.cluster_status = None
+            await member.close()
         _storage_left_running = not await _close_storage(state, executor)
         executor.shutdown(wait=False, cancel_futures=True)
     _log.info("stopped", extra={"exit_code": exit_code})
