@@ -507,21 +507,34 @@ def _availability(operations_: Sequence[Operation], episode: dict[str, Any]) -> 
     return {"round": episode.get("round"), "fault": episode.get("fault"), "targets": episode.get("targets"),
             "start": start, "end": end, "write_gap_s": write_gap, "read_gap_s": read_gap,
             "write_recovery_s": None if write_resumed is None else write_resumed - start,
-            "writes_failing_s": _writes_failing_s(operations_, start, end),
+            **_writes_through(operations_, start, end, _coordinators_outside(episode, operations_)),
             **_read_success(operations_, start, end)}
 
 
-def _writes_failing_s(operations_: Sequence[Operation], start: float, end: float) -> float:
-    """How long after the fault began writes still failed: the invocation time
-    (from ``start``) of the last write sent during the fault that was not
-    acknowledged (fail or info; never sent for client overload), 0 if none.
-    Every write sent later in the fault was acknowledged — on every shard,
-    where the longest gap only sees the busiest."""
+def _coordinators_outside(episode: dict[str, Any], operations_: Sequence[Operation]) -> set[int]:
+    """The nodes a client would send writes through during ``episode``: every
+    node but the faulted ones — for a bridge partition the bridge itself, the
+    only node that still sees every other."""
+    nodes = {op.node for op in operations_}
+    targets = set(episode.get("targets") or [])
+    return targets if episode.get("fault") == "partition-bridge" else nodes - targets
+
+
+def _writes_through(operations_: Sequence[Operation], start: float, end: float, through: set[int]) -> dict[str, Any]:
+    """The writes sent during the fault through the nodes ``through`` (never
+    those not sent for client overload): ``writes_failing_s``, the invocation
+    time (from ``start``) of the last one not acknowledged (fail or info), 0
+    if none — every one sent later was acknowledged, on every shard, where the
+    longest gap only sees the busiest; ``write_wait_s_max``, the longest any
+    of them waited from its intended start to its answer (an ``info`` waited
+    its whole timeout). Writes sent to a node that is down or cut off fail by
+    nature and are left out."""
     lo = bisect.bisect_left(operations_, start, key=lambda op: op.invoked)
     hi = bisect.bisect_right(operations_, end, key=lambda op: op.invoked)
-    failing = [op.invoked - start for op in operations_[lo:hi]
-               if op.is_write and op.outcome != "ok" and op.error != OVERLOADED]
-    return max(failing, default=0.0)
+    writes = [op for op in operations_[lo:hi] if op.is_write and op.node in through and op.error != OVERLOADED]
+    waits = [op.completed - op.scheduled for op in writes if math.isfinite(op.completed)]
+    return {"writes_failing_s": max((op.invoked - start for op in writes if op.outcome != "ok"), default=0.0),
+            "write_wait_s_max": max(waits, default=0.0)}
 
 
 def _read_success(operations_: Sequence[Operation], start: float, end: float) -> dict[str, Any]:

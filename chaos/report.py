@@ -86,15 +86,15 @@ def _markdown(config: dict[str, Any], result: CheckResult, faults: list[dict[str
     lines += [f"| {name} | {counts['ok']} | {counts['fail']} | {counts['info']} |"
               for name, counts in sorted(result.totals.items())]
     lines += ["", "## Availability per fault", "",
-              "| round | fault | targets | duration s | longest write gap s | writes back after s | "
-              "writes failing until s | longest read gap s | reads ok (1 retry) |",
+              "| round | fault | targets | duration s | longest write gap s | writes failing until s | "
+              "longest write wait s | longest read gap s | reads ok (1 retry) |",
               "|---|---|---|---|---|---|---|---|---|"]
     for row in result.availability:
         rate = "—" if row["read_success_rate"] is None else \
             f"{100 * row['read_success_rate']:.2f} % of {row['reads']}"
         lines.append(f"| {row['round']} | {row['fault']} | {row['targets']} | {row['end'] - row['start']:.1f} | "
-                     f"{row['write_gap_s']:.2f} | {_seconds(row['write_recovery_s'])} | "
-                     f"{row['writes_failing_s']:.2f} | {row['read_gap_s']:.2f} | {rate} |")
+                     f"{row['write_gap_s']:.2f} | {row['writes_failing_s']:.2f} | {row['write_wait_s_max']:.2f} | {row['read_gap_s']:.2f} | "
+                     f"{rate} |")
     lines += ["", "## Faults", ""]
     lines += [f"- round {fault.get('round')}: {fault.get('fault')} on {fault.get('targets')} "
               f"({fault.get('target_kind')}), {float(fault['end']) - float(fault['start']):.1f} s, "

@@ -217,16 +217,18 @@ def test_availability_gap_for_a_fault_window(tmp_path: Path) -> None:
 
 def test_writes_failing_until_is_the_last_unacknowledged_write_of_the_fault(tmp_path: Path) -> None:
     story = Story(tmp_path)
-    story.op("add", 1000, 11.0, 11.2)  # another shard: fine
-    story.op("add", 1001, 12.0, 17.0, outcome="info")  # stalled on the faulted primary
-    story.op("add", 1002, 14.5, 14.6, outcome="fail")
-    story.op("add", 1003, 15.0, 15.2)
-    story.op("add", 1004, 25.0, 25.1, outcome="fail")  # after the fault: not counted
+    story.op("add", 1000, 11.0, 11.2, node=2)  # another shard: fine
+    story.op("add", 1001, 12.0, 17.0, outcome="info", node=2)  # stalled on the faulted primary
+    story.op("add", 1002, 14.5, 14.6, outcome="fail", node=3)
+    story.op("add", 1003, 15.0, 15.2, node=2)
+    story.op("add", 1005, 18.0, 18.1, outcome="fail", node=1)  # sent to the paused node: not counted
+    story.op("add", 1004, 25.0, 25.1, outcome="fail", node=2)  # after the fault: not counted
     story.final_ids = [1000, 1003]
     story.faults.append({"round": 1, "fault": "pause", "targets": [1], "target_kind": "primaries",
                          "start": 10.0, "end": 20.0, "detail": {}})
     [episode] = story.check().availability
     assert abs(episode["writes_failing_s"] - 4.5) < 1e-9
+    assert abs(episode["write_wait_s_max"] - 5.0) < 1e-9  # the stalled one
 
 
 def test_views_that_never_agreed_after_a_heal_are_divergence(tmp_path: Path) -> None:
