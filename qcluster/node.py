@@ -166,7 +166,8 @@ class _ClusterMember:
         catalog = await self.runtime.start(toc=toc, raft=RaftAccess(
             state=raft.state, propose=lambda command, timeout_s: raft.propose(command, timeout_s=timeout_s),
             wait_for_version=lambda version, timeout_s: raft.wait_for_version(version, timeout_s=timeout_s),
-            subscribe=raft.subscribe, is_leader=raft.is_leader, is_current=raft.is_current))
+            subscribe=raft.subscribe, leads_quorum=raft.leads_quorum, is_current=raft.is_current,
+            propose_as_leader=lambda command, timeout_s: raft.propose_as_leader(command, timeout_s=timeout_s)))
         self._tasks.append(asyncio.create_task(self._register(), name="qcluster-register-node"))
         self._tasks.append(asyncio.create_task(self._watch_liveness(), name="qcluster-liveness"))
         return catalog
@@ -177,15 +178,19 @@ class _ClusterMember:
         link as much as a closed connection — and alive once it is connected
         and answering again. The request id names the liveness change it
         answers, so a retry (or a second leader's proposal for the same
-        observation) applies once."""
+        observation) applies once. Only a leader that a quorum answers acts
+        (``RaftNode.leads_quorum``); and a leader marked dead (by a deposed
+        leader's late proposal) marks itself alive, as nobody else would."""
         while True:  # until shutdown cancels it
             await asyncio.sleep(_LIVENESS_PERIOD_S)
-            if not self.raft.is_leader():
+            if not self.raft.leads_quorum():
                 continue
             status = self.raft.status()
             connected = set(status.connected_addresses)
             for node in self.raft.state().nodes.values():
                 if node.node_id == self.node_id:
+                    if node.liveness is Liveness.DEAD:
+                        await self._propose_liveness(MarkNodeAlive, node)
                     continue
                 # A registered node that is no Raft member answers nothing.
                 silent_s = status.silent_s.get(node.p2p_address, math.inf)
@@ -199,7 +204,7 @@ class _ClusterMember:
         command = kind(request_id=f"{kind.__name__}-{node.node_id}-{node.liveness_since_version}",
                        node_id=node.node_id, at_ms=int(time.time() * 1000))
         try:
-            result = await self.raft.propose(command, timeout_s=_REGISTER_TIMEOUT_S)
+            result = await self.raft.propose_as_leader(command, timeout_s=_REGISTER_TIMEOUT_S)
         except QclusterError as error:
             if not error.retryable:
                 raise

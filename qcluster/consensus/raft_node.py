@@ -482,9 +482,30 @@ class RaftNode:
     def is_leader(self) -> bool:
         """Whether this node believes it leads. NOT a lease: an isolated leader
         believes it for up to ``leader_fallback_timeout_s`` while another is
-        elected. Use it to decide who proposes controller actions, and fence
-        those actions with compare-and-set in the commands themselves."""
+        elected. Leader-only work asks ``leads_quorum`` instead."""
         return bool(self._running()._isLeader())
+
+    def leads_quorum(self) -> bool:
+        """Whether this node leads and a majority of the members (itself
+        among them) answered it within ``election_timeout_max_s``, after which
+        a follower that cannot hear it stands for election. The condition for
+        the leader-only loops (liveness, the controller) to act, and for
+        ``propose_as_leader``: an isolated leader still believes it leads for
+        up to ``leader_fallback_timeout_s``, and what it proposed after it
+        stepped down would wait in pysyncobj's queue (``commandsWaitLeader``)
+        and reach the next leader after the heal: a decision taken on a stale
+        view, such as marking the new leader itself dead."""
+        syncobj = self._running()
+        return bool(syncobj._isLeader()) and self._majority_answered(syncobj, self._settings.election_timeout_max_s)
+
+    async def propose_as_leader(self, command: Command, *, timeout_s: float) -> Result:
+        """``propose`` for the leader-only loops: raises ``NotLeader``
+        (retryable, nothing proposed) unless ``leads_quorum``. Fence the
+        command itself with compare-and-set as well: leadership can still
+        change between this check and the commit."""
+        if not self.leads_quorum():
+            raise NotLeader("this node does not lead a quorum of the cluster", leader_hint=self.leader())
+        return await self.propose(command, timeout_s=timeout_s)
 
     def is_current(self) -> bool:
         """Whether this node's applied ClusterState is known to be current
@@ -506,9 +527,7 @@ class RaftNode:
         syncobj = self._running()
         now = time.monotonic()
         if syncobj._isLeader():
-            silent = self._silent_s(syncobj)
-            answered = 1 + sum(1 for seconds in silent.values() if seconds < self._settings.election_timeout_min_s)
-            return answered * 2 > len(silent) + 1
+            return self._majority_answered(syncobj, self._settings.election_timeout_min_s)
         leader_commit = getattr(syncobj, "_SyncObj__leaderCommitIndex", None)
         election_deadline = getattr(syncobj, "_SyncObj__raftElectionDeadline", 0.0)
         return (syncobj._getLeader() is not None and election_deadline > now and leader_commit is not None
@@ -533,6 +552,13 @@ class RaftNode:
             state_version=self._machine.state.version,
             silent_s=self._silent_s(syncobj),
         )
+
+    @classmethod
+    def _majority_answered(cls, syncobj: _ClusterSyncObj, within_s: float) -> bool:
+        """On the leader: a majority of the members, itself counted, answered within ``within_s``."""
+        silent = cls._silent_s(syncobj)
+        answered = 1 + sum(1 for seconds in silent.values() if seconds < within_s)
+        return answered * 2 > len(silent) + 1
 
     @staticmethod
     def _silent_s(syncobj: _ClusterSyncObj) -> dict[str, float]:

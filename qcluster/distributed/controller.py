@@ -34,7 +34,7 @@ from qcluster.cluster.commands import AddReplica, DropReplica, FinishShardMove, 
 from qcluster.cluster.placement import plan_re_replication
 from qcluster.cluster.state import ClusterState, Liveness, ReplicaState
 from qcluster.distributed.proposer import Proposer, new_request_id
-from qcluster.errors import QclusterError
+from qcluster.errors import NotLeader, QclusterError
 from qcluster.replication.messages import ShardKey
 from qcluster.transport.replication import GrpcPeers
 
@@ -69,6 +69,8 @@ class Controller:
                 continue
             try:
                 await self.run_once()
+            except NotLeader:
+                _log.info("controller round stopped: this node no longer leads a quorum")
             except QclusterError as error:
                 _log.warning("controller round failed", extra={"error": error.message})
 

@@ -29,10 +29,12 @@ class Proposer:
     commits a command (retrying the same request id, so it applies once)."""
 
     def __init__(self, *, state: Callable[[], ClusterState], propose_once: ProposeOnce,
-                 wait_for_version: Callable[[int, float], Awaitable[ClusterState]]) -> None:
+                 wait_for_version: Callable[[int, float], Awaitable[ClusterState]],
+                 give_up_on: tuple[type[QclusterError], ...] = ()) -> None:
         self.state = state
         self._propose_once = propose_once
         self._wait_for_version = wait_for_version
+        self._give_up_on = give_up_on  # retryable errors raised at once all the same
 
     async def propose(self, command: Command, *, timeout_s: float = 10.0) -> Result:
         """The command's committed Result (accepted or rejected). Raises a
@@ -43,7 +45,8 @@ class Proposer:
             try:
                 return await self._propose_once(command, max(0.1, min(_ATTEMPT_TIMEOUT_S, left)))
             except QclusterError as error:
-                if not error.retryable or time.monotonic() + _RETRY_PAUSE_S >= deadline:
+                if not error.retryable or isinstance(error, self._give_up_on) \
+                        or time.monotonic() + _RETRY_PAUSE_S >= deadline:
                     raise
             await asyncio.sleep(_RETRY_PAUSE_S)
 

@@ -28,7 +28,7 @@ from qcluster.distributed.reconciler import Reconciler
 from qcluster.distributed.recovery import Recovery
 from qcluster.distributed.router import Router
 from qcluster.engine.shard import LocalShard
-from qcluster.errors import QclusterError, ShardUnavailable, Unavailable
+from qcluster.errors import NotLeader, QclusterError, ShardUnavailable, Unavailable
 from qcluster.operations import Operation
 from qcluster.replication.messages import ShardKey, ShardView
 from qcluster.replication.primary import PrimaryWriter
@@ -51,13 +51,15 @@ class RaftAccess:
     def __init__(self, *, state: Callable[[], ClusterState], propose: Callable[[Command, float], Awaitable[Result]],
                  wait_for_version: Callable[[int, float], Awaitable[ClusterState]],
                  subscribe: Callable[[Callable[[ClusterState], None]], Callable[[], None]],
-                 is_leader: Callable[[], bool], is_current: Callable[[], bool]) -> None:
+                 leads_quorum: Callable[[], bool], is_current: Callable[[], bool],
+                 propose_as_leader: Callable[[Command, float], Awaitable[Result]]) -> None:
         self.state = state
         self.propose = propose
         self.wait_for_version = wait_for_version
         self.subscribe = subscribe
-        self.is_leader = is_leader
+        self.leads_quorum = leads_quorum  # RaftNode.leads_quorum: the controller may act
         self.is_current = is_current  # RaftNode.is_current: this node's view may serve strong reads
+        self.propose_as_leader = propose_as_leader  # RaftNode.propose_as_leader: the controller's proposals
 
 
 class ClusterRuntime:
@@ -137,7 +139,12 @@ class ClusterRuntime:
         reconciler = Reconciler(node_id=self.node_id, toc=toc, state=raft.state, run_blocking=self._run)
         recovery = Recovery(node_id=self.node_id, local=local, proposer=proposer, writer=writer, peers=peers,
                             run_blocking=self._run)
-        controller = Controller(proposer=proposer, peers=peers, is_leader=raft.is_leader,
+        # The controller's own proposer: a node that no longer leads a quorum
+        # proposes nothing, so no stale decision waits in pysyncobj's queue
+        # for the next leader.
+        leader_proposer = Proposer(state=raft.state, propose_once=raft.propose_as_leader,
+                                   wait_for_version=raft.wait_for_version, give_up_on=(NotLeader,))
+        controller = Controller(proposer=leader_proposer, peers=peers, is_leader=raft.leads_quorum,
                                 replica_grace_s=self._replica_grace_s)
         self.router = Router(node_id=self.node_id, local=local, proposer=proposer, writer=writer, remote=remote,
                              reconciler=reconciler, run_blocking=self._run, write_timeout_s=self._write_timeout_s,

@@ -14,6 +14,8 @@ bound, then answers each JSON request line on stdin with one JSON line:
   state) and ``leader_node_id``
 - ``{"op": "propose", "data_hex": "..", "timeout_s": t}`` -> the Result
   (``code``, ``version``) and ``latency_ms``, or ``{"error": class, "message"}``
+- ``{"op": "propose_as_leader", "data_hex": "..", "timeout_s": t}`` -> likewise,
+  through ``RaftNode.propose_as_leader`` (the data must be a command)
 - ``{"op": "wait_version", "version": v, "timeout_s": t}``
 - ``{"op": "compact"}``, ``{"op": "add_member" | "remove_member", "address": a, "timeout_s": t}``
 - ``{"op": "quit"}`` -> closes the node and exits.
@@ -35,6 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from qcluster.cluster.commands import decode
 from qcluster.consensus import RaftNode, RaftSettings, encode_state
 from qcluster.errors import QclusterError
 
@@ -102,6 +105,7 @@ async def _answer(node: RaftNode, request: dict[str, Any]) -> dict[str, Any]:
                     **asdict(node.status()),
                     "digest": hashlib.sha256(encode_state(state)).hexdigest(),
                     "leader_node_id": node.leader_node_id(),
+                    "leads_quorum": node.leads_quorum(),
                     "node_ids": sorted(state.nodes),
                 }
             case "propose":
@@ -110,6 +114,10 @@ async def _answer(node: RaftNode, request: dict[str, Any]) -> dict[str, Any]:
                 latency_ms = (time.monotonic() - started) * 1000
                 return {"code": result.code.value, "message": result.message, "version": result.version,
                         "latency_ms": latency_ms}
+            case "propose_as_leader":
+                result = await node.propose_as_leader(decode(bytes.fromhex(request["data_hex"])),
+                                                      timeout_s=request["timeout_s"])
+                return {"code": result.code.value, "message": result.message, "version": result.version}
             case "wait_version":
                 state = await node.wait_for_version(request["version"], timeout_s=request["timeout_s"])
                 return {"version": state.version}

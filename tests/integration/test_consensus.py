@@ -304,6 +304,47 @@ def test_a_leader_is_elected_whatever_the_start_order(
     accepted(third.propose(add_node(2)))
 
 
+def test_a_leader_cut_off_from_its_quorum_proposes_nothing_as_leader(tmp_path: Path, cleanup: list[Member]) -> None:
+    """The leader-only loops (liveness, the controller) propose through
+    ``propose_as_leader``. A follower, and a leader whose followers stopped
+    answering (both SIGSTOPped), get NotLeader at once and nothing is queued:
+    once the followers resume, the refused commands are applied nowhere,
+    where a plain proposal would wait in pysyncobj's queue for the next
+    leader and commit a decision taken on a stale view."""
+    members = make_members(tmp_path, 3)
+    cleanup.extend(members)
+    start_together(members)
+    leader = wait_for(lambda: agreed_leader(members), timeout_s=ELECTION_TIMEOUT_S, what="a leader")
+    register(members, leader)
+    followers = [member for member in members if member is not leader]
+
+    def as_leader(member: Member, node_id: int) -> dict[str, Any]:
+        return member.request("propose_as_leader", wait_s=PROPOSAL_TIMEOUT_S + 5, data_hex=add_node(node_id).hex(),
+                              timeout_s=PROPOSAL_TIMEOUT_S)
+
+    wait_for(lambda: leader.status()["leads_quorum"], timeout_s=ELECTION_TIMEOUT_S, what="the leader leads a quorum")
+    accepted(as_leader(leader, 100))
+    refused = as_leader(followers[0], 101)
+    assert refused.get("error") == "NotLeader", refused
+    for follower in followers:
+        assert follower.process is not None
+        os.kill(follower.process.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not leader.status()["leads_quorum"], timeout_s=FAILOVER_TIMEOUT_S * 2,
+                 what="the leader sees that no quorum answers it")
+        refused = as_leader(leader, 102)
+        assert refused.get("error") == "NotLeader", refused
+    finally:
+        for follower in followers:
+            assert follower.process is not None
+            os.kill(follower.process.pid, signal.SIGCONT)
+    now_leader = wait_for(lambda: agreed_leader(members), timeout_s=ELECTION_TIMEOUT_S * 2, what="a leader again")
+    version = accepted(now_leader.propose(add_node(103)))
+    wait_for(lambda: converged(members, version=version), timeout_s=CATCH_UP_TIMEOUT_S, what="one state everywhere")
+    node_ids = set(members[0].status()["node_ids"])
+    assert {100, 103} <= node_ids and not {101, 102} & node_ids, node_ids
+
+
 def test_failover_restart_and_recovery_from_journal_and_dump(tmp_path: Path, cleanup: list[Member]) -> None:
     members = make_members(tmp_path, 3)
     cleanup.extend(members)
