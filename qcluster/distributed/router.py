@@ -10,7 +10,10 @@ and the client's request simply waits through it.
 Reads go to one readable replica per shard: ACTIVE replicas (the in-sync
 set holds every acknowledged write) on live nodes, this node's first, the
 others in turn; a replica that fails or misses its deadline is skipped for
-the next. Results merge exactly: top-k by score (offset and limit after the
+the next, one that has not answered for a second gets a second replica
+asked beside it (a hedge), and one the cluster state stops counting while it
+is read (node marked dead, replica fenced) is given up at once. Results
+merge exactly: top-k by score (offset and limit after the
 merge), scroll pages by id, counts summed.
 """
 
@@ -91,10 +94,17 @@ _PRIMARY_WATCH_S: Final = 0.1
 # node's view of the cluster to be current (a Raft election takes ~0.5-1.5 s).
 _CURRENT_WAIT_S: Final = 2.0
 _CURRENT_POLL_S: Final = 0.02
-# A read whose replicas did not all answer is tried again this long at most.
+# A read whose replicas did not all answer is tried again this long at most
+# (counted from the end of its first try).
 _READ_FAILOVER_S: Final = 4.0
 # A node whose replica failed a read is asked after the others for this long.
 _SUSPECT_S: Final = 5.0
+# A read that asks fewer replicas than it could asks one more when none
+# answered for this long (a hedge: a stalled or cut-off replica costs this,
+# not a whole internal deadline); and it looks this often whether the cluster
+# state still counts the replicas it waits for.
+_HEDGE_S: Final = 1.0
+_READ_WATCH_S: Final = 0.05
 _CREATE_TIMEOUT_S: Final = 15.0
 _CAS_ATTEMPTS: Final = 10
 
@@ -381,7 +391,8 @@ class Router:
         When too few replicas answer — one on a node that just died or
         stalled, still in the in-sync set until the controller fences it —
         the read is tried again on the cluster state as it then is, for up to
-        ``_READ_FAILOVER_S``: a failover costs latency, not an error."""
+        ``_READ_FAILOVER_S`` after the first try failed: a failover costs
+        latency, not an error."""
         consistency = consistency or ReadConsistency()
         what = f"consistency {consistency.kind.value}" + (
             f" {consistency.factor}" if consistency.kind is ReadConsistencyKind.FACTOR else "")
@@ -390,11 +401,12 @@ class Router:
                                    "from the Raft leader lately, or has not applied all it committed), so it "
                                    "cannot tell which replicas hold every acknowledged write; retry, or ask "
                                    "another node")
-        deadline = time.monotonic() + _READ_FAILOVER_S
+        deadline: float | None = None  # set by the first try that fails
         while True:
             try:
                 return await self._read_agreed_once(key, shard, state, local, remote, consistency, resolve, what)
             except _TooFewAnswers:
+                deadline = deadline or time.monotonic() + _READ_FAILOVER_S
                 if time.monotonic() + _RETRY_PAUSE_S >= deadline:
                     raise
             await asyncio.sleep(_RETRY_PAUSE_S)
@@ -407,6 +419,12 @@ class Router:
     async def _read_agreed_once(self, key: ShardKey, shard: ShardState, state: ClusterState,
                                 local: Callable[[LocalShard], T], remote: Callable[[int], Awaitable[T]],
                                 consistency: ReadConsistency, resolve: Callable[[list[T], int], T], what: str) -> T:
+        """One try of ``_read_agreed`` on ``state``. Each reader is asked at
+        most once: another in turn for one that fails; one more (a hedge)
+        when none answered for ``_HEDGE_S`` and a reader is left; and a
+        reader that the cluster state stops counting while it is asked (its
+        node marked dead, its replica fenced, another primary promoted) is
+        given up at once rather than at the end of its internal deadline."""
         if consistency.kind is ReadConsistencyKind.PRIMARY:
             readers = [shard.primary]
             asked, needed, required = 1, 1, 1
@@ -416,22 +434,52 @@ class Router:
             if asked > len(readers):
                 raise ShardUnavailable(f"{what} asks {asked} in-sync replicas of shard {key.shard_id} of "
                                        f"{key.collection!r}; it has {len(readers)}")
+        primary_read = consistency.kind is ReadConsistencyKind.PRIMARY
         answers: list[T] = []
         failures: list[str] = []
         remaining = list(readers)
-        while len(answers) < asked and remaining:  # each reader is tried at most once
-            batch, remaining = remaining[:asked - len(answers)], remaining[asked - len(answers):]
-            results = await asyncio.gather(*(self._read_one(node_id, key, local, remote) for node_id in batch),
-                                           return_exceptions=True)
-            for node_id, result in zip(batch, results, strict=True):
-                if isinstance(result, QclusterError) and (result.retryable or isinstance(result, ShardUnavailable)):
-                    failures.append(f"node {node_id}: {result.message}")
-                    if node_id != self.node_id:
-                        self._suspected_until[node_id] = time.monotonic() + _SUSPECT_S
-                elif isinstance(result, BaseException):
-                    raise result
-                else:
-                    answers.append(result)
+        pending: dict[asyncio.Future[T], int] = {}
+        last_asked = time.monotonic()
+
+        def ask(count: int) -> None:
+            nonlocal last_asked
+            for node_id in remaining[:count]:
+                pending[asyncio.ensure_future(self._read_one(node_id, key, local, remote))] = node_id
+            del remaining[:count]
+            last_asked = time.monotonic()
+
+        ask(asked)
+        try:
+            while len(answers) < asked and pending:
+                done, _ = await asyncio.wait(pending, timeout=_READ_WATCH_S, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    node_id = pending.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        answers.append(future.result())
+                    elif isinstance(error, QclusterError) and (error.retryable or isinstance(error, ShardUnavailable)):
+                        failures.append(f"node {node_id}: {error.message}")
+                        if node_id != self.node_id:
+                            self._suspected_until[node_id] = time.monotonic() + _SUSPECT_S
+                        ask(1)
+                    else:
+                        raise error
+                if done:
+                    continue
+                if remaining and time.monotonic() - last_asked >= _HEDGE_S:
+                    ask(1)
+                current = self.state()
+                if current.version == state.version:
+                    continue
+                for future, node_id in list(pending.items()):
+                    reason = _no_longer_readable(state, current, key, node_id, primary_read=primary_read)
+                    if reason is not None:
+                        future.cancel()
+                        del pending[future]
+                        failures.append(f"node {node_id}: {reason} while it was read")
+        finally:
+            for future in pending:
+                future.cancel()
         if len(answers) < needed:
             raise _TooFewAnswers(f"{what}: {len(answers)} of the {needed} replicas of shard {key.shard_id} of "
                                    f"{key.collection!r} it needs answered "
@@ -673,3 +721,30 @@ async def run_cluster_operation(router: Router, name: str, operation: str, raw: 
         result = await router.proposer.propose(command)
         if not result.is_accepted:
             raise result.to_error()
+
+
+def _no_longer_readable(planned: ClusterState, current: ClusterState, key: ShardKey, node_id: int, *,
+                        primary_read: bool) -> str | None:
+    """Why ``current`` no longer counts a replica that a read planned on
+    ``planned`` is waiting for, or None. Only a change counts: a replica the
+    plan already took as a last resort (in sync on a node marked dead) stays
+    asked until it is fenced."""
+    shard = current.shard(key.collection, key.shard_id)
+    if shard is None:
+        return "its shard is gone"
+    if primary_read:
+        return None if shard.primary == node_id else f"node {shard.primary} became the primary"
+
+    def active_alive(state: ClusterState) -> tuple[bool, bool]:
+        found = state.shard(key.collection, key.shard_id)
+        replica = None if found is None else found.replica(node_id)
+        node = state.nodes.get(node_id)
+        return (replica is not None and replica.state is ReplicaState.ACTIVE,
+                node is not None and node.liveness is Liveness.ALIVE)
+
+    (was_active, was_alive), (is_active, is_alive) = active_alive(planned), active_alive(current)
+    if was_active and not is_active:
+        return "its replica left the in-sync set"
+    if was_alive and not is_alive:
+        return "its node was marked dead"
+    return None

@@ -7,7 +7,9 @@ call returned 200; every acknowledged id is checked on every node at the end.
 
 from __future__ import annotations
 
+import os
 import pathlib
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
+from qcluster.sharding import shard_of
 from tests.e2e.conftest import Node, cluster_nodes, start_all, stop_all
 
 pytestmark = pytest.mark.e2e
@@ -281,6 +284,67 @@ def _state(node: Node) -> dict[str, Any]:
 
 def _leader(node: Node) -> int:
     return int(httpx.get(f"{node.url}/cluster", timeout=10).json()["result"]["raft_info"]["leader"])
+
+
+# A stalled node the cluster still counts alive, and internal calls that
+# wait a minute: only a hedge or giving up on a replica lets a read through.
+STALLED_ENV = {"QCLUSTER__CLUSTER__DEAD_AFTER_S": "3600", "QCLUSTER__CLUSTER__INTERNAL_DEADLINE_S": "60"}
+READ_TIMEOUT_S = 20.0
+
+
+def test_reads_hedge_past_a_stalled_replica_and_give_up_on_a_dropped_one(tmp_path: pathlib.Path) -> None:
+    """Node 3 is SIGSTOPped and never marked dead. A default read through
+    node 1 whose first replica is on node 3 asks a second replica after a
+    second (ten reads of every shard: without the hedge, one of them would
+    wait out the minute); a read at ``consistency=all`` waiting on node 3's
+    replica gives it up once the replica is dropped from the shard, and is
+    answered by the replica left."""
+    nodes = cluster_nodes(tmp_path, 3, secret=SECRET, extra_env=STALLED_ENV)
+    reader, victim = nodes[0], nodes[2]
+    ids = list(range(600))
+    try:
+        _start(nodes)
+        client = _client(reader)
+        client.create_collection(COLLECTION, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                                 shard_number=6, replication_factor=2)
+        client.upsert(COLLECTION, wait=True, points=models.Batch(ids=ids, vectors=[[1.0, 0.0, 0.0, 0.0]] * len(ids)))
+        client.close()
+        shards = _wait_all_active(nodes, replicas=2)["qcluster"]["shards"]
+        dropped = next(shard for shard in shards if "3" in shard["replicas"] and shard["primary"] != 3)
+        wanted = [point_id for point_id in ids if shard_of(point_id, shard_number=6) == dropped["shard_id"]]
+        assert victim.process is not None
+        os.kill(victim.process.pid, signal.SIGSTOP)
+        try:
+            with httpx.Client(timeout=READ_TIMEOUT_S) as http:
+                for _ in range(10):
+                    response = http.post(f"{reader.url}/collections/{COLLECTION}/points", json={"ids": ids})
+                    assert response.status_code == 200, response.text
+                    assert sorted(record["id"] for record in response.json()["result"]) == ids
+
+                answer: dict[str, httpx.Response] = {}
+
+                def read_all() -> None:
+                    with httpx.Client(timeout=READ_TIMEOUT_S) as own:
+                        answer["response"] = own.post(f"{reader.url}/collections/{COLLECTION}/points",
+                                                      params={"consistency": "all"}, json={"ids": wanted})
+
+                thread = threading.Thread(target=read_all, daemon=True)
+                thread.start()
+                # Most likely waiting on node 3 by now; if it were not, it would
+                # read after the drop, and pass without giving anything up.
+                time.sleep(1.0)
+                drop = http.post(f"{reader.url}/collections/{COLLECTION}/cluster",
+                                 json={"drop_replica": {"shard_id": dropped["shard_id"], "peer_id": 3}})
+                assert drop.status_code == 200, drop.text
+                thread.join(READ_TIMEOUT_S + 10)
+                assert not thread.is_alive() and "response" in answer, "the read at all did not end"
+                response = answer["response"]
+                assert response.status_code == 200, response.text
+                assert sorted(record["id"] for record in response.json()["result"]) == wanted
+        finally:
+            os.kill(victim.process.pid, signal.SIGCONT)
+    finally:
+        stop_all(nodes)
 
 
 def test_kill_nine_loses_no_acknowledged_write(three_nodes: list[Node]) -> None:
