@@ -57,7 +57,15 @@ from qcluster.distributed.reconciler import Reconciler, decode_config, encode_co
 from qcluster.distributed.resolve import resolve_count, resolve_records, resolve_scored, resolve_scroll_page
 from qcluster.engine.merge import merge_scored
 from qcluster.engine.shard import LocalShard
-from qcluster.errors import AlreadyExists, InvalidRequest, NotFound, PreconditionFailed, QclusterError, ShardUnavailable
+from qcluster.errors import (
+    AlreadyExists,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    QclusterError,
+    ShardUnavailable,
+    StorageFull,
+)
 from qcluster.operations import Operation, UpsertPoints
 from qcluster.replication.messages import ShardKey
 from qcluster.replication.primary import PrimaryWriter
@@ -321,7 +329,10 @@ class Router:
                     return await self.primary_write(key, operation)
                 return await self._unless_deposed(key, shard, self._remote.write(shard.primary, key, operation))
             except QclusterError as error:
-                if not error.retryable or time.monotonic() + _RETRY_PAUSE_S >= deadline:
+                # A full disk on the primary lasts until an operator frees
+                # space: the client hears so at once (507), not at the deadline.
+                if not error.retryable or isinstance(error, StorageFull) \
+                        or time.monotonic() + _RETRY_PAUSE_S >= deadline:
                     raise
             await asyncio.sleep(_RETRY_PAUSE_S)
 
