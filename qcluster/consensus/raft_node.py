@@ -144,6 +144,10 @@ class _ClusterSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
                  machine: ReplicatedStateMachine) -> None:
         self._machine = machine
         self._leader_heard_at = -math.inf  # monotonic time of the last append_entries of a current leader
+        self._leader_heard_from: Any = None  # the node that sent it
+        # Set when this node becomes leader: when, and (node, last heard) of the leader before it.
+        self._became_leader_at = -math.inf
+        self._predecessor: tuple[Any, float] | None = None
         self._sticky_s = conf.raftMinTimeout
         super().__init__(self_address, list(peer_addresses), conf=conf)
 
@@ -151,11 +155,22 @@ class _ClusterSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self._leader_heard_at = time.monotonic()
+            self._leader_heard_from = node
             self._report_applied_conflicts(message)
         elif kind == "request_vote" and not self._isLeader() and self._getLeader() is not None \
                 and time.monotonic() - self._leader_heard_at < self._sticky_s:
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _SyncObj__onBecomeLeader(self) -> None:  # noqa: N802 - overrides pysyncobj's
+        """pysyncobj counts every member's silence from now on (it resets
+        ``__lastResponseTime``); remember the leader before this one and when
+        this node last heard it, so that a dead leader's silence is counted
+        from then (``RaftNode._silent_s``)."""
+        self._predecessor = None if self._leader_heard_from is None else (self._leader_heard_from,
+                                                                           self._leader_heard_at)
+        SyncObj._SyncObj__onBecomeLeader(self)
+        self._became_leader_at = time.monotonic()
 
     def _report_applied_conflicts(self, message: dict[str, Any]) -> None:
         """Log an ERROR when a leader's entries would replace an entry this
@@ -553,19 +568,25 @@ class RaftNode:
             silent_s=self._silent_s(syncobj),
         )
 
-    @classmethod
-    def _majority_answered(cls, syncobj: _ClusterSyncObj, within_s: float) -> bool:
+    def _majority_answered(self, syncobj: _ClusterSyncObj, within_s: float) -> bool:
         """On the leader: a majority of the members, itself counted, answered within ``within_s``."""
-        silent = cls._silent_s(syncobj)
+        silent = self._silent_s(syncobj)
         answered = 1 + sum(1 for seconds in silent.values() if seconds < within_s)
         return answered * 2 > len(silent) + 1
 
-    @staticmethod
-    def _silent_s(syncobj: _ClusterSyncObj) -> dict[str, float]:
+    def _silent_s(self, syncobj: _ClusterSyncObj) -> dict[str, float]:
         """Seconds since each member last answered this leader, from
         pysyncobj's own record (``__lastResponseTime``, the one its
         leaderFallbackTimeout reads; private, so the version is pinned). The
-        tick thread writes it: copied with a retry if it changes meanwhile."""
+        tick thread writes it: copied with a retry if it changes meanwhile.
+
+        pysyncobj counts from this node's election for a member that has not
+        answered since; for the leader before it, that would hide how long a
+        dead leader has been silent already. Its silence is counted from when
+        this node last heard it instead, crediting at most
+        ``election_timeout_max_s`` before the election (what a follower that
+        ran all along waits before it stands), so a follower back from a
+        pause that wins an election does not take the old leader for dead."""
         if not syncobj._isLeader():
             return {}
         responses: dict[Any, float] = getattr(syncobj, "_SyncObj__lastResponseTime", {})
@@ -575,7 +596,12 @@ class RaftNode:
             except RuntimeError:  # changed size during the copy
                 continue
             now = time.monotonic()
-            return {str(node.id): max(0.0, now - at) for node, at in copied.items()}
+            silent = {node: max(0.0, now - at) for node, at in copied.items()}
+            predecessor, became_at = syncobj._predecessor, syncobj._became_leader_at
+            if predecessor is not None and predecessor[0] in copied and copied[predecessor[0]] <= became_at:
+                credit_s = min(max(0.0, became_at - predecessor[1]), self._settings.election_timeout_max_s)
+                silent[predecessor[0]] = max(0.0, now - became_at) + credit_s
+            return {str(node.id): seconds for node, seconds in silent.items()}
         return {}
 
     def force_log_compaction(self) -> None:

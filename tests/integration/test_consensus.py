@@ -41,6 +41,7 @@ ELECTION_TIMEOUT_S = 5.0  # "a leader within a few seconds"
 FAILOVER_TIMEOUT_S = 5.0
 CATCH_UP_TIMEOUT_S = 10.0
 PROPOSAL_TIMEOUT_S = 3.0
+ELECTION_TIMEOUT_MIN_S = 0.4  # RaftSettings.election_timeout_min_s, the harness's
 COMPACTION_ENTRIES = 20  # small, so the tests compact the log and use the full dump
 
 T = TypeVar("T")
@@ -367,6 +368,12 @@ def test_failover_restart_and_recovery_from_journal_and_dump(tmp_path: Path, cle
     print(f"\n[raft] kill -9 of the leader -> a survivor's proposal committed after {failover_s:.2f} s")
     new_leader = wait_for(lambda: agreed_leader(survivors), timeout_s=ELECTION_TIMEOUT_S, what="a new leader")
     assert new_leader is not leader
+    # The new leader counts the dead leader's silence from when it last heard
+    # it (at least the shortest election timeout before its own election),
+    # not from its election, so liveness marks a dead leader dead as soon as
+    # any other member.
+    silent_s = new_leader.status()["silent_s"][leader.address]
+    assert silent_s >= ELECTION_TIMEOUT_MIN_S, silent_s
 
     # More commands than the compaction threshold: the survivors compact past
     # what the dead node has, so it must catch up from a snapshot (our dump).
