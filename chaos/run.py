@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -45,6 +46,7 @@ WORKLOAD_STOP_TIMEOUT_S: Final = 60.0
 FINAL_TIMEOUT_S: Final = 300.0
 CONVERGE_TIMEOUT_S: Final = 60
 VIEWS_AGREE_TIMEOUT_S: Final = 30.0
+ACTIVE_TIMEOUT_S: Final = 60.0  # after a heal, for every replica to be active again
 QUERY_TIMEOUT_S: Final = 30.0
 _CLEANUP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
 
@@ -72,7 +74,7 @@ class RunConfig:
     def wall_clock_max_s(self) -> float:
         """The bound of the whole run: every phase at its own bound."""
         round_max_s = (self.fault_duration_s_max + READY_TIMEOUT_S + self.recovery_wait_s + 2 * QUERY_TIMEOUT_S
-                       + VIEWS_AGREE_TIMEOUT_S + QUERY_TIMEOUT_S)
+                       + VIEWS_AGREE_TIMEOUT_S + ACTIVE_TIMEOUT_S + 2 * QUERY_TIMEOUT_S)
         fixed_s = READY_TIMEOUT_S + SETUP_TIMEOUT_S + WORKLOAD_STOP_TIMEOUT_S + FINAL_TIMEOUT_S + 300.0
         return fixed_s + self.rounds * round_max_s
 
@@ -301,9 +303,13 @@ def _play_round(state: _Run, planned: Round, generator: random.Random, faults: I
     if not state.wait_ready(READY_TIMEOUT_S):
         log.warning("round %d: not every node was ready %.0f s after the heal", planned.number, READY_TIMEOUT_S)
     agreed_at = _views_agree(state, VIEWS_AGREE_TIMEOUT_S)
+    active_at = _all_replicas_active(state, ACTIVE_TIMEOUT_S)
+    if active_at is None:
+        log.warning("round %d: not every replica was active %.0f s after the heal", planned.number, ACTIVE_TIMEOUT_S)
     _write_line(faults, {"round": planned.number, "fault": planned.fault, "targets": targets,
                          "target_kind": kind, "start": start, "end": end, "detail": detail,
-                         "views_agreed_after_s": None if agreed_at is None else round(agreed_at - end, 3)})
+                         "views_agreed_after_s": None if agreed_at is None else round(agreed_at - end, 3),
+                         "replicas_active_after_s": None if active_at is None else round(active_at - end, 3)})
     time.sleep(state.config.recovery_wait_s)
 
 
@@ -319,6 +325,24 @@ def _comparable(view: dict[str, Any]) -> Any:
 def _views_agree(state: _Run, timeout_s: float) -> float | None:
     """Poll (bounded) until every node names the same leader and the same
     shard table; the time they did, or None."""
+    return _poll_views(state, timeout_s, lambda views: True)
+
+
+def _all_replicas_active(state: _Run, timeout_s: float) -> float | None:
+    """Poll (bounded) until the views agree and every replica of every shard
+    is active in them (recovery is over); the time it was, or None. The next
+    fault waits for it: a fault while a replica still recovers would be two
+    nodes out, not one."""
+    def all_active(views: dict[int, dict[str, Any]]) -> bool:
+        shards = next(iter(views.values())).get("shards") or []
+        return bool(shards) and all(set((shard.get("replicas") or {}).values()) == {"active"} for shard in shards)
+
+    return _poll_views(state, timeout_s, all_active)
+
+
+def _poll_views(state: _Run, timeout_s: float, accept: Callable[[dict[int, dict[str, Any]]], bool]) -> float | None:
+    """Poll the nodes' cluster views once a second (bounded) until they all
+    answer, name a leader and agree, and ``accept`` holds; the time, or None."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -327,7 +351,8 @@ def _views_agree(state: _Run, timeout_s: float) -> float | None:
             views = {}
         seen = {json.dumps(_comparable(view), sort_keys=True) for view in views.values()}
         if len(views) == len(state.cluster.node_ids) and len(seen) == 1 and \
-                all(view.get("leader") is not None and view.get("error") is None for view in views.values()):
+                all(view.get("leader") is not None and view.get("error") is None for view in views.values()) \
+                and accept(views):
             return time.time()
         time.sleep(1.0)
     return None
