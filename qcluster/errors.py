@@ -48,6 +48,7 @@ __all__ = [
     "QclusterError",
     "ShardUnavailable",
     "StorageFull",
+    "TooFewInSync",
     "Unauthorized",
     "Unavailable",
 ]
@@ -112,6 +113,14 @@ class NoQuorum(Unavailable):
 
 class ShardUnavailable(Unavailable):
     code = "shard_unavailable"
+
+
+class TooFewInSync(ShardUnavailable):
+    """A shard has fewer in-sync replicas than its write_consistency_factor:
+    it refuses writes until recovery brings a replica back, which takes the
+    missing node's return, so a router does not retry the write meanwhile."""
+
+    code = "too_few_in_sync"
 
 
 class StorageFull(Unavailable):

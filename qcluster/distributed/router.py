@@ -65,6 +65,7 @@ from qcluster.errors import (
     QclusterError,
     ShardUnavailable,
     StorageFull,
+    TooFewInSync,
 )
 from qcluster.operations import Operation, UpsertPoints
 from qcluster.replication.messages import ShardKey
@@ -330,8 +331,9 @@ class Router:
                 return await self._unless_deposed(key, shard, self._remote.write(shard.primary, key, operation))
             except QclusterError as error:
                 # A full disk on the primary lasts until an operator frees
-                # space: the client hears so at once (507), not at the deadline.
-                if not error.retryable or isinstance(error, StorageFull) \
+                # space, too few in-sync replicas until a node comes back: the
+                # client hears so at once (507 / 503), not at the deadline.
+                if not error.retryable or isinstance(error, StorageFull | TooFewInSync) \
                         or time.monotonic() + _RETRY_PAUSE_S >= deadline:
                     raise
             await asyncio.sleep(_RETRY_PAUSE_S)

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from qcluster.engine.shard import LocalShard
-from qcluster.errors import QclusterError, ShardUnavailable
+from qcluster.errors import QclusterError, ShardUnavailable, TooFewInSync
 from qcluster.operations import Operation, encode_operation
 from qcluster.replication.messages import Membership, Outcome, Peers, ReplicaAck, ReplicaOp, ShardKey, ShardView
 
@@ -156,7 +156,7 @@ class PrimaryWriter:
 
 def _require_enough_in_sync(key: ShardKey, view: ShardView, *, what: str) -> None:
     if len(view.in_sync) < view.write_consistency_factor:
-        raise ShardUnavailable(
+        raise TooFewInSync(
             f"shard {key.shard_id} of {key.collection!r} has {len(view.in_sync)} in-sync replicas, fewer than its "
             f"write_consistency_factor {view.write_consistency_factor}, until recovery brings one back: {what}")
 

@@ -347,6 +347,48 @@ def test_reads_hedge_past_a_stalled_replica_and_give_up_on_a_dropped_one(tmp_pat
         stop_all(nodes)
 
 
+WRITE_TIMEOUT_S = 15.0  # under the node's cluster.write_timeout_s (20 s), which a retried write would wait out
+
+
+def test_too_few_in_sync_replicas_refuse_writes_at_once(three_nodes: list[Node]) -> None:
+    """``write_consistency_factor`` 2 with 2 replicas: once node 3's replicas
+    are fenced (it was killed), a write to one of its shards is refused with
+    503 at once — not retried by the router until its 20 s write deadline —
+    and the other shards, and every read, go on."""
+    client = _client(three_nodes[0])
+    client.create_collection(COLLECTION, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT),
+                             shard_number=6, replication_factor=2, write_consistency_factor=2)
+    client.upsert(COLLECTION, wait=True, points=models.Batch(ids=list(range(60)), vectors=[[1.0, 0.0, 0.0, 0.0]] * 60))
+    client.close()
+    shards = _wait_all_active(three_nodes, replicas=2)["qcluster"]["shards"]
+    three_nodes[2].kill()
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        info = _cluster_info(three_nodes[0])
+        if info is not None and all(shard["replicas"].get("3") in (None, "dead")
+                                    for shard in info["qcluster"]["shards"]):
+            break
+        time.sleep(0.25)
+    else:
+        raise AssertionError(f"node 3's replicas were not fenced within {SETTLE_S} s")
+    hit = {shard["shard_id"] for shard in shards if "3" in shard["replicas"]}
+    spared = {shard["shard_id"] for shard in shards} - hit
+    assert hit and spared, shards
+    hit_id = next(point_id for point_id in range(1000, 2000) if shard_of(point_id, shard_number=6) in hit)
+    spared_id = next(point_id for point_id in range(1000, 2000) if shard_of(point_id, shard_number=6) in spared)
+    with httpx.Client(timeout=WRITE_TIMEOUT_S) as http:
+        def put(point_id: int) -> httpx.Response:
+            return http.put(f"{three_nodes[0].url}/collections/{COLLECTION}/points", params={"wait": "true"},
+                            json={"points": [{"id": point_id, "vector": [1.0, 0.0, 0.0, 0.0]}]})
+
+        refused = put(hit_id)
+        assert refused.status_code == 503, refused.text
+        assert "fewer than its write_consistency_factor 2" in refused.text, refused.text
+        assert put(spared_id).status_code == 200
+        response = http.post(f"{three_nodes[1].url}/collections/{COLLECTION}/points/count", json={"exact": True})
+        assert response.status_code == 200 and response.json()["result"]["count"] == 61, response.text
+
+
 RESUME_TIMEOUT_S = 60.0
 WRITES_AFTER_KILL = 20
 
