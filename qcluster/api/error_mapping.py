@@ -29,6 +29,7 @@ from qcluster.errors import (
     QclusterError,
     ShardUnavailable,
     StorageFull,
+    TooFewInSync,
     Unauthorized,
     Unavailable,
 )
@@ -55,6 +56,7 @@ ERROR_TABLE: Final[dict[type[QclusterError], WireStatus]] = {
     NotLeader: WireStatus(503, "UNAVAILABLE"),
     NoQuorum: WireStatus(503, "UNAVAILABLE"),
     ShardUnavailable: WireStatus(503, "UNAVAILABLE"),
+    TooFewInSync: WireStatus(503, "UNAVAILABLE"),
     # 507 Insufficient Storage (RFC 4918): retryable once space is freed.
     StorageFull: WireStatus(507, "RESOURCE_EXHAUSTED"),
     BrokenPeer: WireStatus(503, "UNAVAILABLE"),

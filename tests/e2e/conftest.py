@@ -130,6 +130,15 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
 
+
+def sigint_default() -> None:
+    """A ``preexec_fn`` for a child that a test stops with SIGINT: a shell
+    starts background jobs with SIGINT ignored, the child would inherit that
+    (Python then installs no KeyboardInterrupt handler) and the test's
+    Ctrl-C would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def running_node(base: pathlib.Path, *, extra_env: dict[str, str] | None = None) -> Iterator[Node]:
     """A started node on ``base/data``, stopped (SIGTERM, asserted clean) or killed at exit."""

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from tests.e2e.conftest import REPO_ROOT, Node
+from tests.e2e.conftest import REPO_ROOT, Node, sigint_default
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +73,7 @@ def _stop_after_progress(state_file: pathlib.Path, process: subprocess.Popen[str
 def _import_process(node: Node, arguments: tuple[str, ...], cwd: pathlib.Path) -> Iterator[subprocess.Popen[str]]:
     """An import running in the background; killed at exit if still running."""
     process = subprocess.Popen(_command(node, *arguments), cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         yield process
     finally:

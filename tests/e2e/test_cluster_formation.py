@@ -22,7 +22,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient
 
-from tests.e2e.conftest import REPO_ROOT, Node, cluster_nodes, free_port, start_all, stop_all
+from tests.e2e.conftest import REPO_ROOT, Node, cluster_nodes, free_port, sigint_default, start_all, stop_all
 
 pytestmark = pytest.mark.e2e
 
@@ -260,7 +260,7 @@ def test_dev_cluster_starts_and_stops_three_nodes(tmp_path: pathlib.Path) -> Non
     process = subprocess.Popen([sys.executable, "-m", "qcluster", "dev-cluster", "--nodes", "3", "--base-port",
                                 str(base), "--data-dir", str(tmp_path / "dev")],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=sigint_default)
     urls: list[str] = []
     try:
         lines = _banner_lines(process, 5, timeout_s=DEV_CLUSTER_START_S)  # the banner is 5 lines
@@ -269,7 +269,11 @@ def test_dev_cluster_starts_and_stops_three_nodes(tmp_path: pathlib.Path) -> Non
         deadline = time.monotonic() + AGREE_WITHIN_S
         leaders: set[Any] = set()
         while time.monotonic() < deadline:
-            statuses = [httpx.get(f"{url}/cluster", timeout=5.0).json()["result"] for url in urls]
+            try:  # a node still starting or joining answers late, or 503: poll again
+                statuses = [httpx.get(f"{url}/cluster", timeout=5.0).json()["result"] for url in urls]
+            except (httpx.HTTPError, KeyError, ValueError):
+                time.sleep(0.1)
+                continue
             leaders = {status["raft_info"]["leader"] for status in statuses}
             if len(leaders) == 1 and None not in leaders and all(len(s["peers"]) == 3 for s in statuses):
                 break
