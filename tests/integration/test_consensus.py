@@ -278,7 +278,6 @@ def test_proposals_from_any_node_commit_and_every_node_converges(cluster: list[M
         f"max {max(latencies):.2f} ms; from a follower: p50 {statistics.median(forwarded):.2f} ms, "
         f"max {max(forwarded):.2f} ms"
     )
-    assert statistics.median(latencies) < 50, "non-batched appends commit in milliseconds"
 
 
 @pytest.mark.parametrize("order", [(3, 1, 2), (2, 3, 1)], ids=["3-1-2", "2-3-1"])

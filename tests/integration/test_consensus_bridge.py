@@ -51,6 +51,14 @@ async def wait_leader(raft: RaftNode) -> None:
             await asyncio.sleep(0.02)
 
 
+def test_every_proposal_is_appended_at_once(tmp_path: Path) -> None:
+    """Non-batched appends (one append-entries per proposal) are what make a
+    commit take about a millisecond rather than pysyncobj's batch period;
+    the latency itself is printed by test_consensus.py, not asserted."""
+    conf = node(tmp_path, free_address())._conf(tmp_path)
+    assert conf.appendEntriesUseBatch is False and conf.commandsWaitLeader is True
+
+
 def test_concurrent_proposals_reach_the_loop_without_blocking_it(tmp_path: Path) -> None:
     async def scenario() -> None:
         raft = node(tmp_path, free_address())
