@@ -45,11 +45,11 @@ _PERIOD_S: Final = 0.25
 
 
 class Controller:
-    def __init__(self, *, proposer: Proposer, peers: GrpcPeers, is_leader: Callable[[], bool],
+    def __init__(self, *, proposer: Proposer, peers: GrpcPeers, leads_quorum: Callable[[], bool],
                  replica_grace_s: float) -> None:
         self._proposer = proposer
         self._peers = peers
-        self._is_leader = is_leader
+        self._leads_quorum = leads_quorum
         self._grace_ms = int(replica_grace_s * 1000)
         self._task: asyncio.Task[None] | None = None
 
@@ -65,7 +65,7 @@ class Controller:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(_PERIOD_S)
-            if not self._is_leader():
+            if not self._leads_quorum():
                 continue
             try:
                 await self.run_once()

@@ -369,13 +369,9 @@ class Router:
         reads in the last ``_SUSPECT_S`` after the rest (a node this one
         cannot reach but the leader can is still alive in the state, and each
         try of it costs a whole internal deadline)."""
-        def alive(node_id: int) -> bool:
-            node = state.nodes.get(node_id)
-            return node is not None and node.liveness is Liveness.ALIVE
-
         now = time.monotonic()
         active = [replica.node_id for replica in shard.replicas if replica.state is ReplicaState.ACTIVE]
-        live = [node_id for node_id in active if alive(node_id)]
+        live = [node_id for node_id in active if _is_alive(state, node_id)]
         others = [node_id for node_id in live if node_id != self.node_id]
         if others:
             turn = next(self._turn) % len(others)
@@ -747,17 +743,19 @@ def _no_longer_readable(planned: ClusterState, current: ClusterState, key: Shard
         return "its shard is gone"
     if primary_read:
         return None if shard.primary == node_id else f"node {shard.primary} became the primary"
-
-    def active_alive(state: ClusterState) -> tuple[bool, bool]:
-        found = state.shard(key.collection, key.shard_id)
-        replica = None if found is None else found.replica(node_id)
-        node = state.nodes.get(node_id)
-        return (replica is not None and replica.state is ReplicaState.ACTIVE,
-                node is not None and node.liveness is Liveness.ALIVE)
-
-    (was_active, was_alive), (is_active, is_alive) = active_alive(planned), active_alive(current)
-    if was_active and not is_active:
+    before = planned.shard(key.collection, key.shard_id)
+    if _is_active(before, node_id) and not _is_active(shard, node_id):
         return "its replica left the in-sync set"
-    if was_alive and not is_alive:
+    if _is_alive(planned, node_id) and not _is_alive(current, node_id):
         return "its node was marked dead"
     return None
+
+
+def _is_active(shard: ShardState | None, node_id: int) -> bool:
+    replica = None if shard is None else shard.replica(node_id)
+    return replica is not None and replica.state is ReplicaState.ACTIVE
+
+
+def _is_alive(state: ClusterState, node_id: int) -> bool:
+    node = state.nodes.get(node_id)
+    return node is not None and node.liveness is Liveness.ALIVE

@@ -144,7 +144,7 @@ class ClusterRuntime:
         # for the next leader.
         leader_proposer = Proposer(state=raft.state, propose_once=raft.propose_as_leader,
                                    wait_for_version=raft.wait_for_version, give_up_on=(NotLeader,))
-        controller = Controller(proposer=leader_proposer, peers=peers, is_leader=raft.leads_quorum,
+        controller = Controller(proposer=leader_proposer, peers=peers, leads_quorum=raft.leads_quorum,
                                 replica_grace_s=self._replica_grace_s)
         self.router = Router(node_id=self.node_id, local=local, proposer=proposer, writer=writer, remote=remote,
                              reconciler=reconciler, run_blocking=self._run, write_timeout_s=self._write_timeout_s,

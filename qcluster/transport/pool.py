@@ -9,7 +9,7 @@ import grpc
 
 from qcluster.errors import BrokenPeer, DeadlineExceeded, QclusterError, ShardUnavailable
 
-__all__ = ["CHANNEL_OPTIONS", "StubPool", "peer_error"]
+__all__ = ["StubPool", "peer_error"]
 
 Stub = TypeVar("Stub")
 
@@ -18,7 +18,7 @@ Stub = TypeVar("Stub")
 # is back, and calls made ``wait_for_ready`` waited out their deadline: after
 # a restart, a replica's recovery failed its first try on every chaos round.
 # Peers are few and on a LAN: try again every second at most.
-CHANNEL_OPTIONS: Final = (
+_CHANNEL_OPTIONS: Final = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -40,7 +40,7 @@ class StubPool(Generic[Stub]):
             raise BrokenPeer(f"node {node_id} has no known address")
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
             self._channels.append(channel)
             stub = self._stubs[address] = self._make_stub(channel)
         return stub
